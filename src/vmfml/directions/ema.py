@@ -1,0 +1,53 @@
+"""EMADirections: mu follows an exponential moving average of the batch class means."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import MeanDirections
+
+__all__ = ["EMADirections"]
+
+
+class EMADirections(MeanDirections):
+    """mu_c <- normalize(momentum mu_c + (1 - momentum) mean of class c in the batch), every step.
+
+    Only classes present in the batch move. This is the online update of the first author's
+    follow-up (IJCNN 2019); there is no period, so `refresh()` without sums does nothing, and
+    `refresh(sums, counts)` (or `init_from`) overrides mu, e.g. from a full pass.
+
+    Args:
+        num_classes: number of classes C.
+        embed_dim: embedding size D.
+        momentum: weight of the old direction, in [0, 1) (0 = the batch mean alone).
+        init_seed: seed of the random initial directions.
+    """
+
+    def __init__(
+        self, num_classes: int, embed_dim: int, *, momentum: float = 0.9, init_seed: int = 0
+    ) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        super().__init__(num_classes, embed_dim, init_seed=init_seed)
+        self.momentum = float(momentum)
+
+    @torch.no_grad()
+    def observe(self, x: Tensor, labels: Tensor) -> None:
+        """Move the directions of the classes in the batch x [B, D], labels [B] towards their means."""
+        self._check_batch(x, labels)
+        counts = torch.bincount(labels, minlength=self.num_classes)
+        sums = torch.zeros_like(self.class_sums).index_add_(0, labels, x.to(torch.float64))
+        means = sums / counts.clamp_min(1)[:, None]
+        mu = self.mu.double()
+        updated = F.normalize(self.momentum * mu + (1.0 - self.momentum) * means, dim=1)
+        self._write_mu(torch.where((counts > 0)[:, None], updated, mu))
+
+    def refresh(self, sums: Tensor | None = None, counts: Tensor | None = None) -> None:
+        """Set mu from the given sums; without sums there is nothing to do (mu moves every step)."""
+        if sums is not None or counts is not None:
+            super().refresh(sums, counts)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, momentum={self.momentum}"

@@ -1,0 +1,22 @@
+"""Losses: the vMF loss, its pure math, and the baselines it is compared with."""
+
+from .baselines import PMLClassifierLoss, PMLLoss, SoftmaxCrossEntropyLoss
+from .functional import log_bessel_iv, log_vmf_normalizer, vmf_logits, vmf_loss
+from .registry import LOSSES, MetricLoss, create_loss, list_losses, loss_options
+from .vmf import VMFLoss
+
+__all__ = [
+    "LOSSES",
+    "MetricLoss",
+    "PMLClassifierLoss",
+    "PMLLoss",
+    "SoftmaxCrossEntropyLoss",
+    "VMFLoss",
+    "create_loss",
+    "list_losses",
+    "log_bessel_iv",
+    "log_vmf_normalizer",
+    "loss_options",
+    "vmf_logits",
+    "vmf_loss",
+]

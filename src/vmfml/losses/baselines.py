@@ -1,0 +1,277 @@
+"""The losses the benchmark compares the vMF loss with, behind one interface.
+
+Every loss here is an nn.Module with `forward(embeddings [B, D], labels [B]) -> scalar`,
+`expects_normalized` (False only for softmax cross-entropy, which is given the features before
+L2 normalization) and `has_classifier` (True when the loss holds one weight vector or proxy per
+class, and so offers `logits(embeddings) -> [B, C]`).
+
+Metric-learning losses come from pytorch-metric-learning (PML), not rewritten here; each builder
+below sets the hyperparameters its authors recommend, with the citation next to them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch.nn.functional as F
+from pytorch_metric_learning import distances, losses, miners
+from pytorch_metric_learning.losses import BaseMetricLossFunction
+from pytorch_metric_learning.miners import BaseMiner
+from torch import Tensor, nn
+
+from .vmf import check_embeddings, check_labels
+
+__all__ = [
+    "PMLClassifierLoss",
+    "PMLLoss",
+    "SoftmaxCrossEntropyLoss",
+    "arcface_loss",
+    "contrastive_loss",
+    "cosface_loss",
+    "lifted_structure_loss",
+    "multi_similarity_loss",
+    "normalized_softmax_loss",
+    "npair_loss",
+    "proxy_anchor_loss",
+    "proxy_nca_loss",
+    "softmax_loss",
+    "triplet_loss",
+]
+
+
+class SoftmaxCrossEntropyLoss(nn.Module):
+    """Softmax cross-entropy over a linear classifier with bias, on the un-normalized features.
+
+    The conventional classification baseline of the paper's claim 1.
+
+    Args:
+        num_classes: number of classes C.
+        embed_dim: feature size D.
+    """
+
+    expects_normalized: ClassVar[bool] = False
+    has_classifier: ClassVar[bool] = True
+
+    def __init__(self, num_classes: int, embed_dim: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.classifier = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Mean cross-entropy of features [B, D] with labels [B]; a 0-d tensor."""
+        check_embeddings(embeddings, self.embed_dim)
+        labels = check_labels(labels, embeddings.shape[0], self.num_classes)
+        return F.cross_entropy(self.logits(embeddings), labels)
+
+    def logits(self, embeddings: Tensor) -> Tensor:
+        """W x + b [B, C] for features [B, D]."""
+        check_embeddings(embeddings, self.embed_dim)
+        return self.classifier(embeddings.to(self.classifier.weight.dtype))
+
+
+class PMLLoss(nn.Module):
+    """A pytorch-metric-learning loss (and optional miner) behind the benchmark interface.
+
+    Args:
+        loss: the PML loss; a loss with parameters (proxies, class weights) is a submodule here,
+            so the optimizer sees its parameters through this module's `.parameters()`.
+        num_classes: number of training classes C (labels are checked against it).
+        embed_dim: embedding size D.
+        miner: a PML miner whose tuples are passed to the loss.
+    """
+
+    expects_normalized: ClassVar[bool] = True
+    has_classifier: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        loss: BaseMetricLossFunction,
+        num_classes: int,
+        embed_dim: int,
+        miner: BaseMiner | None = None,
+    ) -> None:
+        super().__init__()
+        self.loss = loss
+        self.miner = miner
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The PML loss of embeddings [B, D] with labels [B]; a 0-d tensor."""
+        check_embeddings(embeddings, self.embed_dim)
+        labels = check_labels(labels, embeddings.shape[0], self.num_classes)
+        indices = None if self.miner is None else self.miner(embeddings, labels)
+        return self.loss(embeddings, labels, indices)
+
+    def logits(self, embeddings: Tensor) -> Tensor:
+        raise ValueError(
+            f"{type(self.loss).__name__} has no per-class weights, so no class logits "
+            "(check has_classifier first); classify with a kNN over embeddings instead"
+        )
+
+
+class PMLClassifierLoss(PMLLoss):
+    """A PML loss with one weight vector or proxy per class, which therefore gives class logits.
+
+    Args:
+        loss: the PML loss (must have `get_logits`).
+        num_classes: number of classes C.
+        embed_dim: embedding size D.
+        logit_scale: multiplies PML's `get_logits` so that the softmax of `logits` is the
+            posterior the loss trains (e.g. the proxy-anchor alpha); PML's distances (smaller =
+            closer) are negated first.
+    """
+
+    has_classifier: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        loss: BaseMetricLossFunction,
+        num_classes: int,
+        embed_dim: int,
+        logit_scale: float = 1.0,
+    ) -> None:
+        super().__init__(loss, num_classes, embed_dim)
+        self.logit_scale = logit_scale
+
+    def logits(self, embeddings: Tensor) -> Tensor:
+        """Class logits [B, C] of embeddings [B, D], in the scale the loss trains them."""
+        check_embeddings(embeddings, self.embed_dim)
+        weight = next(self.loss.parameters())
+        out = self.loss.get_logits(embeddings.to(weight.dtype))
+        if not self.loss.distance.is_inverted:
+            out = -out
+        return self.logit_scale * out
+
+
+def softmax_loss(num_classes: int, embed_dim: int) -> SoftmaxCrossEntropyLoss:
+    """Softmax cross-entropy with a linear classifier (weights and bias)."""
+    return SoftmaxCrossEntropyLoss(num_classes, embed_dim)
+
+
+def triplet_loss(
+    num_classes: int, embed_dim: int, *, margin: float = 0.2, type_of_triplets: str = "semihard"
+) -> PMLLoss:
+    """Triplet loss on semi-hard triplets.
+
+    FaceNet (Schroff, Kalenichenko and Philbin, CVPR 2015): squared Euclidean distance between
+    unit embeddings, margin alpha = 0.2, semi-hard negatives (farther than the positive, but
+    within the margin) mined in the batch.
+    """
+    distance = distances.LpDistance(power=2)
+    loss = losses.TripletMarginLoss(margin=margin, distance=distance)
+    miner = miners.TripletMarginMiner(
+        margin=margin, type_of_triplets=type_of_triplets, distance=distance
+    )
+    return PMLLoss(loss, num_classes, embed_dim, miner=miner)
+
+
+def contrastive_loss(
+    num_classes: int, embed_dim: int, *, pos_margin: float = 0.0, neg_margin: float = 1.0
+) -> PMLLoss:
+    """Contrastive loss over all pairs in the batch.
+
+    Hadsell, Chopra and LeCun (CVPR 2006): Euclidean distance, positives pulled together
+    (pos_margin 0), negatives pushed beyond a margin m; m = 1 on the unit sphere (distances lie
+    in [0, 2]), which is also PML's default.
+    """
+    loss = losses.ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin)
+    return PMLLoss(loss, num_classes, embed_dim)
+
+
+def lifted_structure_loss(
+    num_classes: int, embed_dim: int, *, neg_margin: float = 1.0, pos_margin: float = 0.0
+) -> PMLLoss:
+    """Lifted structured embedding loss.
+
+    Oh Song, Xiang, Jegelka and Savarese (CVPR 2016), eq. 4: smooth log-sum-exp over the
+    negatives of both ends of each positive pair, Euclidean distance, margin alpha = 1.
+    """
+    loss = losses.LiftedStructureLoss(neg_margin=neg_margin, pos_margin=pos_margin)
+    return PMLLoss(loss, num_classes, embed_dim)
+
+
+def npair_loss(num_classes: int, embed_dim: int) -> PMLLoss:
+    """Multi-class N-pair loss (Sohn, NeurIPS 2016): softmax over inner products of each anchor
+    with one positive per class in the batch.
+
+    Sohn regularizes the norm of un-normalized embeddings (lambda = 0.002); on the unit sphere
+    the norm is fixed, so no regularizer is needed and the inner product is the cosine.
+    The batch needs at least two samples of some classes (a class-balanced sampler).
+    """
+    return PMLLoss(losses.NPairsLoss(), num_classes, embed_dim)
+
+
+def multi_similarity_loss(
+    num_classes: int,
+    embed_dim: int,
+    *,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    epsilon: float = 0.1,
+) -> PMLLoss:
+    """Multi-similarity loss with its pair miner.
+
+    Wang, Han, Huang, Dong and Scott (CVPR 2019): cosine similarity, alpha = 2, beta = 50,
+    lambda (base) = 0.5 as in the authors' released code, mining margin epsilon = 0.1.
+    """
+    loss = losses.MultiSimilarityLoss(alpha=alpha, beta=beta, base=base)
+    miner = miners.MultiSimilarityMiner(epsilon=epsilon)
+    return PMLLoss(loss, num_classes, embed_dim, miner=miner)
+
+
+def proxy_nca_loss(
+    num_classes: int, embed_dim: int, *, softmax_scale: float = 9.0
+) -> PMLClassifierLoss:
+    """Proxy-NCA: softmax over negative squared distances to one learned proxy per class.
+
+    Movshovitz-Attias, Toshev, Leung, Ioffe and Singh (ICCV 2017), with unit embeddings and
+    proxies. softmax_scale = 9 is the setting of the commonly used re-implementation (both unit
+    vectors scaled by 3), which Teh, DeVries and Taylor (ProxyNCA++, ECCV 2020) identify as the
+    low temperature (1/9) the loss needs; PML's default scale of 1 barely trains.
+    The authors train proxies with a much larger learning rate than the network.
+    """
+    loss = losses.ProxyNCALoss(num_classes, embed_dim, softmax_scale=softmax_scale)
+    return PMLClassifierLoss(loss, num_classes, embed_dim, logit_scale=softmax_scale)
+
+
+def proxy_anchor_loss(
+    num_classes: int, embed_dim: int, *, margin: float = 0.1, alpha: float = 32.0
+) -> PMLClassifierLoss:
+    """Proxy-Anchor loss (Kim, Kim, Cho and Kwak, CVPR 2020): cosine similarity, margin
+    delta = 0.1, scale alpha = 32; the authors train proxies with 100x the network's learning rate.
+    """
+    loss = losses.ProxyAnchorLoss(num_classes, embed_dim, margin=margin, alpha=alpha)
+    return PMLClassifierLoss(loss, num_classes, embed_dim, logit_scale=alpha)
+
+
+def normalized_softmax_loss(
+    num_classes: int, embed_dim: int, *, temperature: float = 0.05
+) -> PMLClassifierLoss:
+    """Normalized softmax (Zhai and Wu, "Classification is a strong baseline for deep metric
+    learning", BMVC 2019): cosine logits to normalized class weights, temperature 0.05.
+    """
+    loss = losses.NormalizedSoftmaxLoss(num_classes, embed_dim, temperature=temperature)
+    return PMLClassifierLoss(loss, num_classes, embed_dim)
+
+
+def arcface_loss(
+    num_classes: int, embed_dim: int, *, margin: float = 28.6, scale: float = 64.0
+) -> PMLClassifierLoss:
+    """ArcFace (Deng, Guo, Xue and Zafeiriou, CVPR 2019): additive angular margin m = 0.5 rad
+    (PML takes degrees: 28.6), scale s = 64. `logits` are s cos(theta), without the margin.
+    """
+    loss = losses.ArcFaceLoss(num_classes, embed_dim, margin=margin, scale=scale)
+    return PMLClassifierLoss(loss, num_classes, embed_dim)
+
+
+def cosface_loss(
+    num_classes: int, embed_dim: int, *, margin: float = 0.35, scale: float = 64.0
+) -> PMLClassifierLoss:
+    """CosFace (Wang et al., CVPR 2018): additive cosine margin m = 0.35, scale s = 64.
+    `logits` are s cos(theta), without the margin.
+    """
+    loss = losses.CosFaceLoss(num_classes, embed_dim, margin=margin, scale=scale)
+    return PMLClassifierLoss(loss, num_classes, embed_dim)

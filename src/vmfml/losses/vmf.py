@@ -1,0 +1,162 @@
+"""VMFLoss: the paper's loss, a softmax over kappa-scaled cosines to class mean directions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vmfml.directions import MeanDirections, create_directions
+
+from .functional import vmf_logits, vmf_loss
+
+__all__ = ["VMFLoss", "check_embeddings", "check_labels"]
+
+
+class VMFLoss(nn.Module):
+    """von Mises-Fisher loss with a pluggable mean-direction strategy.
+
+    L = -(1/B) sum_i log softmax_c(kappa mu_c . x_i)[y_i], x_i = embeddings_i / ||embeddings_i||.
+
+    In training mode every forward pass hands the detached unit embeddings to
+    `directions.observe(x, labels)`; the trainer calls `directions.refresh(...)` at period ends.
+
+    Args:
+        num_classes: number of classes C.
+        embed_dim: embedding size D.
+        kappa: the concentration (> 0), shared by all classes.
+        directions: a strategy name ("accumulate", "global", "ema", "learned") or a built
+            MeanDirections.
+        learn_kappa: train kappa by gradient descent, parameterised as log kappa (so it stays
+            positive and its steps are relative).
+        **direction_opts: options of the named strategy (e.g. momentum, init_seed).
+
+    Example:
+        >>> loss_fn = VMFLoss(num_classes=3, embed_dim=4, kappa=10.0)
+        >>> loss = loss_fn(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+        >>> loss.shape
+        torch.Size([])
+    """
+
+    expects_normalized: ClassVar[bool] = True
+    has_classifier: ClassVar[bool] = True
+    fixed_kappa: Tensor  # a buffer, when kappa is fixed
+    log_kappa: nn.Parameter  # when learn_kappa
+
+    def __init__(
+        self,
+        num_classes: int,
+        embed_dim: int,
+        kappa: float = 16.0,
+        directions: str | MeanDirections = "accumulate",
+        learn_kappa: bool = False,
+        **direction_opts: Any,
+    ) -> None:
+        super().__init__()
+        kappa = float(kappa)
+        if not (math.isfinite(kappa) and kappa > 0):
+            raise ValueError(f"kappa must be a finite number > 0, got {kappa}")
+        if isinstance(directions, MeanDirections):
+            if direction_opts:
+                raise ValueError(
+                    f"options {sorted(direction_opts)} only apply when directions is given by "
+                    "name; configure the MeanDirections instance instead"
+                )
+            if (directions.num_classes, directions.embed_dim) != (num_classes, embed_dim):
+                raise ValueError(
+                    f"directions hold {directions.num_classes} classes x {directions.embed_dim} "
+                    f"dims, but the loss was given {num_classes} x {embed_dim}"
+                )
+            self.directions = directions
+        elif isinstance(directions, str):
+            self.directions = create_directions(
+                directions, num_classes, embed_dim, **direction_opts
+            )
+        else:
+            raise ValueError(
+                f"directions must be a strategy name or a MeanDirections, got {type(directions)}"
+            )
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.learn_kappa = learn_kappa
+        if learn_kappa:
+            self.log_kappa = nn.Parameter(torch.tensor(math.log(kappa)))
+        else:
+            # Stored as given (not as its log), so a fixed kappa is exactly the number asked for.
+            self.register_buffer("fixed_kappa", torch.tensor(kappa, dtype=torch.float64))
+
+    @property
+    def kappa(self) -> Tensor:
+        """The concentration, a 0-d tensor (differentiable when learn_kappa)."""
+        if self.learn_kappa:
+            return self.log_kappa.exp()
+        return self.fixed_kappa
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Mean vMF loss of embeddings [B, D] (any norm) with class labels [B]; a 0-d tensor."""
+        check_embeddings(embeddings, self.embed_dim)
+        labels = check_labels(labels, embeddings.shape[0], self.num_classes)
+        x = _unit(embeddings)
+        mu = self.directions.directions().to(x.dtype)
+        loss = vmf_loss(x, labels, mu, self.kappa.to(x.dtype))
+        if self.training:
+            self.directions.observe(x.detach(), labels)
+        return loss
+
+    def logits(self, embeddings: Tensor) -> Tensor:
+        """Class logits kappa mu . x [B, C] (their softmax is the posterior) for embeddings [B, D]."""
+        check_embeddings(embeddings, self.embed_dim)
+        x = _unit(embeddings)
+        return vmf_logits(x, self.directions.directions().to(x.dtype), self.kappa.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"kappa={float(self.kappa):.4g}, learn_kappa={self.learn_kappa}"
+
+
+def _unit(embeddings: Tensor) -> Tensor:
+    # Half-precision inputs (mixed-precision training) are lifted to float32: with kappa ~ 16 the
+    # logits need more than the 3 significant digits of bfloat16.
+    dtype = torch.promote_types(embeddings.dtype, torch.float32)
+    return F.normalize(embeddings.to(dtype), dim=1)
+
+
+def check_embeddings(embeddings: Tensor, embed_dim: int) -> None:
+    """Raise a ValueError unless embeddings is a floating-point [B, embed_dim] tensor."""
+    if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point():
+        what = (
+            f"a {embeddings.dtype} tensor"
+            if isinstance(embeddings, Tensor)
+            else type(embeddings).__name__
+        )
+        raise ValueError(f"embeddings must be a floating-point tensor, got {what}")
+    if embeddings.dim() != 2 or embeddings.shape[1] != embed_dim:
+        raise ValueError(
+            f"embeddings must have shape [B, {embed_dim}], got {list(embeddings.shape)}"
+        )
+
+
+def check_labels(labels: Tensor, batch_size: int, num_classes: int) -> Tensor:
+    """Validate class labels for a batch of batch_size embeddings; returns them as int64.
+
+    Raises a ValueError naming the problem: not an integer tensor, not of shape [batch_size],
+    or values outside [0, num_classes).
+    """
+    if not isinstance(labels, Tensor):
+        raise ValueError(f"labels must be a tensor of class indices, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor of class indices, got {labels.dtype}")
+    if labels.shape != (batch_size,):
+        raise ValueError(
+            f"labels must have shape [{batch_size}] (one per embedding), got {list(labels.shape)}"
+        )
+    if labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), "
+                f"got values in [{low}, {high}]"
+            )
+    return labels.long()
