@@ -1,0 +1,90 @@
+"""In-Shop Clothes Retrieval (DeepFashion, Liu et al. 2016): 52,712 shop photos of 7,982 items.
+
+Official partition (`list_eval_partition.txt`): train 25,882 images of 3,997 items; query 14,218
+and gallery 12,612 images of the same 3,985 other items. Evaluation retrieves each query among
+the gallery (not among the other queries), so query and gallery share one label space: an item
+has the same label in both, and `class_names` is the same list for both splits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vmfml.data.benchmarks._layout import (
+    PathLike,
+    build_dataset,
+    check_split,
+    class_index,
+    find_root,
+    parse_int,
+    read_rows,
+)
+from vmfml.data.image_folder import ImageFolderDataset
+
+STANDARD_RECALL_KS: tuple[int, ...] = (1, 10, 20, 30, 40, 50)
+SPLITS: tuple[str, ...] = ("train", "query", "gallery")
+HEADER = ["image_name", "item_id", "evaluation_status"]
+
+LAYOUT = """\
+  ROOT/list_eval_partition.txt      line 1: the number of images; line 2: "image_name item_id
+                                    evaluation_status"; then rows like
+                                    "img/WOMEN/Dresses/id_00000002/02_1_front.jpg id_00000002 train"
+                                    with evaluation_status train, query or gallery
+  ROOT/img/...                      the photos (img.zip extracted), image_name relative to ROOT
+  or the download's own layout: ROOT/Eval/list_eval_partition.txt with ROOT/Img/img/..."""
+
+
+def _image_base(root: Path, partition_dir: Path, first_image: str) -> Path:
+    """The folder that `image_name`s are relative to: next to the partition file, or the
+    download's `Img/` folder."""
+    for candidate in (partition_dir, root, root / "Img"):
+        if (candidate / first_image).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"image {first_image} listed in {partition_dir / 'list_eval_partition.txt'} was not found "
+        f"under {partition_dir}, {root} or {root / 'Img'}; expected layout:\n{LAYOUT}"
+    )
+
+
+def load_inshop(root: PathLike, split: str = "train") -> ImageFolderDataset:
+    """In-Shop Clothes from its official layout.
+
+    Args:
+        root: the folder holding `list_eval_partition.txt` and `img/` (or `Eval/` and `Img/img/`).
+        split: "train", "query" or "gallery".
+
+    Returns:
+        An `ImageFolderDataset` in file order; `class_names[label]` is the `item_id`
+        ("id_00000001"). Train labels index the train items; query and gallery labels index the
+        sorted union of query and gallery items, so they agree across the two splits.
+    """
+    check_split("inshop", split, SPLITS)
+    base = Path(root).expanduser()
+    partition_dir = find_root(base, "list_eval_partition.txt", LAYOUT, subfolders=("Eval",))
+    path = partition_dir / "list_eval_partition.txt"
+    with path.open(encoding="utf-8") as f:
+        count_line, header_line = f.readline(), f.readline()
+    declared = parse_int(count_line.strip(), path, 1, "the image count")
+    if header_line.split() != HEADER:
+        raise ValueError(
+            f"{path}, line 2: expected the header {' '.join(HEADER)!r}; got {header_line.strip()!r}"
+        )
+    rows = read_rows(path, 3, skip_lines=2)
+    if len(rows) != declared:
+        raise ValueError(f"{path} declares {declared} images on line 1 but lists {len(rows)}")
+    for line_no, (_, _, status) in rows:
+        if status not in SPLITS:
+            raise ValueError(
+                f"{path}, line {line_no}: evaluation_status must be one of {', '.join(SPLITS)}; "
+                f"got {status!r}"
+            )
+
+    # Query and gallery are two views of the same test items: one label space for both.
+    label_space = ("train",) if split == "train" else ("query", "gallery")
+    index = class_index(item for _, (_, item, status) in rows if status in label_space)
+    selected = [(name, item) for _, (name, item, status) in rows if status == split]
+    if not selected:
+        raise ValueError(f"{path} lists no {split} images; expected layout:\n{LAYOUT}")
+    image_base = _image_base(base, partition_dir, selected[0][0])
+    paths = [image_base / Path(name) for name, _ in selected]
+    return build_dataset(image_base, paths, [item for _, item in selected], index, LAYOUT)
