@@ -1,0 +1,1 @@
+"""Training: the dataclass config, the training loop, checkpoints."""

@@ -1,0 +1,106 @@
+"""Checkpoints: written atomically, loadable without the training code that made them.
+
+A checkpoint is one `torch.save` dict. The `model` entry (architecture config, weights and
+preprocessing) is enough to rebuild the embedding model anywhere (`load_embedding_model`); the
+other entries (loss state, optimizer, RNG states, history) let `vmfml train --resume` continue
+exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from vmfml.models import EmbeddingModel
+
+FORMAT = "vmfml-checkpoint"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """`torch.save` to a temporary file in the same folder, then rename over `path`.
+
+    A crash mid-write leaves the previous checkpoint intact: `os.replace` is atomic on POSIX.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_entry(model: torch.nn.Module) -> dict[str, Any]:
+    """What a checkpoint stores about an `EmbeddingModel`: enough to rebuild it anywhere."""
+    return {
+        "config": dict(model.config),  # type: ignore[arg-type]
+        "state_dict": model.state_dict(),
+        "preprocessing": dict(model.preprocessing),  # type: ignore[arg-type]
+    }
+
+
+def save_model_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    class_names: list[str] | None = None,
+    **extra: Any,
+) -> None:
+    """Write a checkpoint holding the model (and anything in `extra`) atomically."""
+    atomic_save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": model_entry(model),
+            "class_names": class_names,
+            **extra,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint, refusing files that are missing, truncated or not vmfml checkpoints."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a vmfml checkpoint")
+    if ckpt.get("version", 0) > VERSION:
+        raise ValueError(
+            f"{path} was written by a newer vmfml (format {ckpt['version']} > {VERSION})"
+        )
+    return ckpt
+
+
+def load_embedding_model(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[EmbeddingModel, dict[str, Any]]:
+    """Rebuild the embedding model of a checkpoint, in eval mode. Returns (model, checkpoint dict)."""
+    from vmfml.models.registry import create_model
+
+    ckpt = load_checkpoint(path, map_location)
+    entry = ckpt["model"]
+    config = dict(entry["config"])
+    # Weights come from the checkpoint: never download or read pretrained files again.
+    config.pop("pretrained", None)
+    config.pop("weights", None)
+    model = create_model(**config)
+    model.load_state_dict(entry["state_dict"])
+    model.preprocessing = dict(entry["preprocessing"])  # type: ignore[assignment]
+    model.eval()
+    return model, ckpt

@@ -1,0 +1,265 @@
+"""The training configuration: one dataclass, the single source of defaults.
+
+Loaded from YAML (`--config run.yaml`) and overridden from the command line (`--kappa 8`); an
+unknown key is refused with the valid keys listed, so a typo never silently falls back to a
+default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    # --- data ---
+    data: str = field(
+        default="fashion-mnist",
+        metadata={
+            "help": "a built-in data set (fashion-mnist, combined-30, ...) or a folder of class subfolders"
+        },
+    )
+    data_root: str | None = field(
+        default=None, metadata={"help": "where the built-in data set's files are"}
+    )
+    split: str = field(
+        default="standard",
+        metadata={
+            "help": "'standard' (train/test images of the same classes) or 'class-disjoint' (test classes unseen)"
+        },
+    )
+    test_fraction: float = field(
+        default=0.2,
+        metadata={
+            "help": "share of each class held out for testing (folders without a test split)"
+        },
+    )
+    on_bad_image: str = field(
+        default="raise",
+        metadata={"help": "'raise' on a corrupt image, or 'skip' it with a warning"},
+    )
+    train_subset: int | None = field(
+        default=None, metadata={"help": "train on only this many images (quick runs)"}
+    )
+    augment: str = field(
+        default="flip_crop",
+        metadata={"help": "'none' or 'flip_crop' (random flip and padded crop)"},
+    )
+    # --- model ---
+    model: str = field(
+        default="small_cnn",
+        metadata={"help": "a registered model (vmfml.models.list_models) or timm:<name>"},
+    )
+    depth: int = field(
+        default=3, metadata={"help": "conv blocks of small_cnn (1 to 4); ignored by other models"}
+    )
+    width: float = field(
+        default=1.0,
+        metadata={
+            "help": "channel multiplier of small_cnn (1.0: 16, 32, 64, 128); ignored by other models"
+        },
+    )
+    embed_dim: int = field(default=128, metadata={"help": "embedding dimension"})
+    pretrained: bool = field(
+        default=False,
+        metadata={
+            "help": "ImageNet weights for the backbone (hub, or the local package for efficientnet_lite0)"
+        },
+    )
+    weights: str | None = field(
+        default=None, metadata={"help": "a local weights file for the backbone"}
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "input size in pixels (default: the data's size for small_cnn, the model's own otherwise)"
+        },
+    )
+    # --- loss ---
+    loss: str = field(
+        default="vmf",
+        metadata={
+            "help": "vmf, softmax, arcface, cosface, triplet, ... (vmfml.losses.list_losses)"
+        },
+    )
+    directions: str = field(
+        default="global",
+        metadata={"help": "vMF mean directions: global, accumulate, ema or learned"},
+    )
+    kappa: float = field(
+        default=16.0, metadata={"help": "vMF concentration (the softmax scale of the cosines)"}
+    )
+    learn_kappa: bool = field(
+        default=False, metadata={"help": "train kappa by gradient descent, starting from --kappa"}
+    )
+    refresh_period: str = field(
+        default="epoch",
+        metadata={"help": "refresh the mean directions every 'epoch' or every N iterations"},
+    )
+    ema_momentum: float = field(
+        default=0.9, metadata={"help": "momentum of the ema mean directions"}
+    )
+    # --- optimisation ---
+    epochs: int = field(default=6, metadata={"help": "training epochs"})
+    batch_size: int = field(default=128, metadata={"help": "images per batch"})
+    lr: float = field(
+        default=3e-3, metadata={"help": "peak learning rate (one-cycle cosine schedule)"}
+    )
+    weight_decay: float = field(default=5e-4, metadata={"help": "decoupled weight decay"})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw or sgd"})
+    warmup_epochs: float = field(default=0.3, metadata={"help": "linear warm-up, in epochs"})
+    # --- evaluation ---
+    eval_ks: tuple[int, ...] = field(
+        default=(1, 2, 4, 8), metadata={"help": "K of Recall@K, e.g. 1,2,4,8"}
+    )
+    eval_every: int = field(
+        default=1, metadata={"help": "evaluate test accuracy every N epochs (0: only at the end)"}
+    )
+    # --- run ---
+    seed: int = field(
+        default=0, metadata={"help": "random seed (data order, augmentation, initial weights)"}
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
+    num_workers: int = field(
+        default=0, metadata={"help": "data-loading processes for image folders"}
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads for torch (default: all cores)"}
+    )
+    out_dir: str = field(
+        default="runs/default", metadata={"help": "run folder: checkpoint, metrics.json, plots"}
+    )
+    plots: bool = field(default=True, metadata={"help": "write training-curve and embedding plots"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self) -> None:
+        choices = {
+            "split": ("standard", "class-disjoint"),
+            "on_bad_image": ("raise", "skip"),
+            "augment": ("none", "flip", "flip_crop"),
+            "optimizer": ("adamw", "sgd"),
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(
+                    f"{key} must be one of {', '.join(valid)}; got {getattr(self, key)!r}"
+                )
+        if self.refresh_period != "epoch" and not (
+            self.refresh_period.isdigit() and int(self.refresh_period) > 0
+        ):
+            raise ValueError(
+                f"refresh_period must be 'epoch' or a positive number of iterations; got {self.refresh_period!r}"
+            )
+        positive = ("epochs", "batch_size", "embed_dim", "lr", "kappa")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be positive; got {getattr(self, key)!r}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1); got {self.test_fraction}")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum must be in [0, 1); got {self.ema_momentum}")
+        if not self.eval_ks or any(k < 1 for k in self.eval_ks):
+            raise ValueError(f"eval_ks must be positive integers; got {self.eval_ks}")
+        self.eval_ks = tuple(int(k) for k in self.eval_ks)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["eval_ks"] = list(self.eval_ks)
+        return d
+
+
+def config_fields() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(TrainConfig))
+
+
+def _check_keys(keys: typing.Iterable[str], where: str) -> None:
+    valid = [f.name for f in config_fields()]
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown config key {key!r} in {where}{hint}; valid keys: {', '.join(valid)}"
+            )
+
+
+def _base_type(tp: Any) -> Any:
+    """`int | None` -> int; `tuple[int, ...]` -> tuple."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    return typing.get_origin(tp) or tp
+
+
+def parse_value(key: str, value: Any) -> Any:
+    """Convert a YAML or command-line value to the type of config field `key`."""
+    hints = typing.get_type_hints(TrainConfig)
+    tp = hints[key]
+    optional = isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
+    base = _base_type(tp)
+    if value is None or (
+        optional and isinstance(value, str) and value.lower() in ("none", "null", "")
+    ):
+        if not optional:
+            raise ValueError(f"config key {key!r} cannot be empty")
+        return None
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if base is tuple:
+            items = (
+                value if isinstance(value, list | tuple) else str(value).replace(" ", "").split(",")
+            )
+            return tuple(int(v) for v in items if v != "")
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        name = getattr(base, "__name__", str(base))
+        raise ValueError(f"config key {key!r} expects {name}; got {value!r}") from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the YAML file, then `overrides` (command line): later wins."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"cannot parse {path}: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a mapping of config keys to values")
+        _check_keys(loaded, str(path))
+        values.update({k: parse_value(k, v) for k, v in loaded.items()})
+    if overrides:
+        _check_keys(overrides, "the overrides")
+        values.update({k: parse_value(k, v) for k, v in overrides.items()})
+    return TrainConfig(**values)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,68 @@
+"""From the config's `data` and `split` to a training set, a test set and (In-Shop) a gallery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vmfml.data import load_splits
+from vmfml.data.benchmarks import BENCHMARKS, get_benchmark
+from vmfml.train.config import TrainConfig
+
+
+@dataclass
+class DataSplit:
+    train: Any
+    test: Any
+    # True when the test classes were never seen in training (retrieval only: no classifier applies).
+    disjoint: bool
+    # A separate gallery (In-Shop): `test` holds the queries. None: the test set is query and gallery.
+    gallery: Any = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.class_names)
+
+
+def build_datasets(config: TrainConfig) -> DataSplit:
+    if config.data in BENCHMARKS:
+        return _benchmark(config)
+    is_folder = config.data not in ("fashion-mnist", "animal-mnist", "mnist-digits", "combined-30")
+    train, test = load_splits(
+        config.data,
+        split=config.split,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        root=config.data_root,
+        on_error=config.on_bad_image,
+        image_size=config.image_size,
+        # A corrupt file is named before training starts, not in the middle of an epoch.
+        validate=is_folder,
+        progress=config.progress,
+    )
+    return DataSplit(_subset(train, config), test, disjoint=config.split == "class-disjoint")
+
+
+def _benchmark(config: TrainConfig) -> DataSplit:
+    """The standard class-disjoint protocols (CUB-200-2011, Cars196, SOP, In-Shop)."""
+    if config.data_root is None:
+        raise ValueError(
+            f"--data {config.data} needs --data-root: the folder holding its official files"
+        )
+    bench = get_benchmark(config.data)
+    train = bench.load(config.data_root, bench.train_split)
+    if len(bench.eval_splits) == 2:
+        query, gallery = (bench.load(config.data_root, s) for s in bench.eval_splits)
+        return DataSplit(_subset(train, config), query, disjoint=True, gallery=gallery)
+    test = bench.load(config.data_root, bench.eval_splits[0])
+    return DataSplit(_subset(train, config), test, disjoint=True)
+
+
+def _subset(dataset: Any, config: TrainConfig) -> Any:
+    """The first `train_subset` images of a seeded shuffle (every class keeps its share on average)."""
+    if config.train_subset is None or config.train_subset >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))
+    return dataset.subset(order[: config.train_subset].sort().values)

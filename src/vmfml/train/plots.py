@@ -1,0 +1,74 @@
+"""Pictures of a run: training curves and a 2-D view of the test embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
+    """Training loss and accuracies against epochs."""
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    for key, label in (("train_accuracy", "train (running)"), ("test_accuracy", "test")):
+        points = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax_acc.plot(xs, ys, marker="o", label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    if ax_acc.get_legend_handles_labels()[0]:
+        ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_embedding(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: list[str],
+    path: str | Path,
+    max_points: int = 2000,
+    seed: int = 0,
+) -> None:
+    """t-SNE (cosine) of up to `max_points` test embeddings, coloured by class."""
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    idx = rng.choice(n, size=min(n, max_points), replace=False)
+    x = embeddings[idx].numpy()
+    y = labels[idx].numpy()
+    xy = TSNE(
+        n_components=2,
+        metric="cosine",
+        init="pca",
+        random_state=seed,
+        perplexity=min(30, len(idx) - 1),
+    ).fit_transform(x)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for c in np.unique(y):
+        pts = xy[y == c]
+        ax.scatter(
+            pts[:, 0], pts[:, 1], s=5, color=cmap(int(c) % cmap.N), label=class_names[int(c)]
+        )
+    ax.set(title=f"Test embeddings (t-SNE, cosine; {len(idx)} points)", xticks=[], yticks=[])
+    if len(class_names) <= 30:
+        ax.legend(
+            markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vmfml.train import checkpoint
+from vmfml.train.checkpoint import atomic_save, load_checkpoint
+
+
+def test_atomic_save_keeps_the_previous_file_when_writing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"format": checkpoint.FORMAT, "version": 1, "epoch": 1}, path)
+
+    def broken_save(obj: object, f: object) -> None:
+        f.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"format": checkpoint.FORMAT, "version": 1, "epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_load_refuses_missing_truncated_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+    good = tmp_path / "good.pt"
+    atomic_save({"format": checkpoint.FORMAT, "version": 1, "w": torch.zeros(1000)}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ValueError, match="not a vmfml checkpoint"):
+        load_checkpoint(foreign)

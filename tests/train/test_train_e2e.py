@@ -1,0 +1,218 @@
+"""`vmfml train` end to end on real images: metrics, resume after a kill, NaN, bad folders."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vmfml.cli import main
+from vmfml.train import loop
+from vmfml.train.checkpoint import load_checkpoint
+from vmfml.train.config import load_config
+
+pytestmark = pytest.mark.slow
+
+QUICK = {
+    "train_subset": 1500,
+    "depth": 1,
+    "width": 0.5,
+    "batch_size": 100,
+    "plots": False,
+    "progress": False,
+    "threads": 1,
+    "eval_ks": (1, 2, 4),
+}
+
+
+def flags(settings: dict[str, object]) -> list[str]:
+    out: list[str] = []
+    for key, value in settings.items():
+        out += [
+            "--" + key.replace("_", "-"),
+            ",".join(map(str, value)) if isinstance(value, tuple) else str(value),
+        ]
+    return out
+
+
+def test_train_on_fashion_mnist_writes_metrics(tmp_path: Path, fashion_sample: object) -> None:
+    out = tmp_path / "run"
+    code = main(["train", *flags({**QUICK, "epochs": 2, "out_dir": out, "plots": True})])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "accuracy",
+        "classifier_accuracy",
+        "ece",
+        "recall@1",
+        "recall@4",
+        "map@r",
+        "r_precision",
+        "nmi",
+    ):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert set(metrics["concentration"]) == {
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    }
+    assert (out / "training_curves.png").stat().st_size > 0 and (
+        out / "embedding.png"
+    ).stat().st_size > 0
+    # `vmfml evaluate` recomputes the same numbers from the checkpoint alone.
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "checkpoint.pt"),
+                "--out",
+                str(tmp_path / "eval.json"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    again = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("accuracy", "classifier_accuracy", "recall@1", "map@r"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize("directions", ["global", "accumulate"])
+def test_resume_after_kill_matches_uninterrupted_run(
+    tmp_path: Path, fashion_sample: object, directions: str
+) -> None:
+    settings = {
+        **QUICK,
+        "epochs": 3,
+        "train_subset": 3000,
+        "directions": directions,
+        "refresh_period": "epoch" if directions == "global" else "7",
+    }
+    whole = loop.train(load_config(None, {**settings, "out_dir": str(tmp_path / "whole")}))
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "vmfml.cli", "train", *flags({**settings, "out_dir": out})]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)["epoch"]
+    assert killed_at < 3, "the run finished before it could be killed"
+
+    resumed = loop.train(load_config(None, {**settings, "out_dir": str(out)}), resume=True)
+    a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    b = load_checkpoint(ckpt)
+    for name, tensor in a["model"]["state_dict"].items():
+        assert torch.equal(tensor, b["model"]["state_dict"][name]), name
+    for name, tensor in a["loss"]["state_dict"].items():
+        assert torch.equal(tensor, b["loss"]["state_dict"][name]), name
+    for key in ("accuracy", "recall@1", "map@r", "nmi"):
+        assert resumed.metrics[key] == whole.metrics[key], key
+
+
+def test_resume_refuses_changed_settings(tmp_path: Path, fashion_sample: object) -> None:
+    out = tmp_path / "run"
+    loop.train(load_config(None, {**QUICK, "epochs": 1, "out_dir": str(out)}))
+    with pytest.raises(ValueError, match="kappa"):
+        loop.train(
+            load_config(None, {**QUICK, "epochs": 1, "kappa": 4.0, "out_dir": str(out)}),
+            resume=True,
+        )
+    assert (
+        main(["train", "--resume", *flags({**QUICK, "epochs": 1, "out_dir": tmp_path / "none"})])
+        == 2
+    )
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path,
+    fashion_sample: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real_create = loop.create_loss
+
+    def create_poisoned(*args: object, **kwargs: object) -> torch.nn.Module:
+        inner = real_create(*args, **kwargs)
+        calls = {"n": 0}
+        real_forward = inner.forward
+
+        def forward(emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            value = real_forward(emb, labels)
+            return value * float("nan") if calls["n"] > 20 else value  # epoch 2 of 15 steps
+
+        inner.forward = forward  # type: ignore[method-assign]
+        return inner
+
+    monkeypatch.setattr(loop, "create_loss", create_poisoned)
+    out = tmp_path / "run"
+    code = main(["train", *flags({**QUICK, "epochs": 3, "out_dir": out})])
+    assert code == 1
+    assert "the loss became nan at epoch 2" in capsys.readouterr().err
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == 1
+    assert all(
+        torch.isfinite(t).all()
+        for t in ckpt["model"]["state_dict"].values()
+        if t.is_floating_point()
+    )
+
+
+def test_folder_with_corrupt_image_is_named_or_skipped(
+    tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = image_folder / "dress" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    settings = {**QUICK, "data": image_folder, "epochs": 1, "batch_size": 16, "image_size": 28}
+    assert main(["train", *flags({**settings, "out_dir": tmp_path / "a"})]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert (
+        main(["train", *flags({**settings, "out_dir": tmp_path / "b", "on_bad_image": "skip"})])
+        == 0
+    )
+    assert "broken.png" in capsys.readouterr().err  # the warning names it
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert 0.0 <= metrics["recall@1"] <= 1.0
+
+
+def test_single_class_folder_is_refused(
+    tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("trouser", "pullover", "dress"):
+        for f in (image_folder / name).iterdir():
+            f.unlink()
+        (image_folder / name).rmdir()
+    assert (
+        main(
+            [
+                "train",
+                *flags({**QUICK, "data": image_folder, "epochs": 1, "out_dir": tmp_path / "r"}),
+            ]
+        )
+        == 2
+    )
+    assert "class" in capsys.readouterr().err
+
+
+def test_unknown_flag_value_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--directions", "globl", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "global" in capsys.readouterr().err  # the valid names are listed
