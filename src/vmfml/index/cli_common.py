@@ -1,0 +1,79 @@
+"""Arguments and steps shared by `vmfml embed`, `vmfml index` and `vmfml search`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def add_model_run_arguments(
+    parser: argparse.ArgumentParser, batch_size: int = 128, loader: bool = True
+) -> None:
+    """--batch-size, --device; with `loader` (a folder is streamed) also --workers, --no-progress."""
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=batch_size, help="images per forward pass"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:1, mps or auto (default: cpu)"
+    )
+    if not loader:
+        return
+    parser.add_argument(
+        "--workers", type=int, default=0, help="data-loading processes (default: 0)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help=f"an unreadable {what}: 'raise' stops naming it, 'skip' leaves it out with a warning",
+    )
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an unavailable device is refused by name."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {name!r} asked for, but CUDA is not available here; use --device cpu"
+        )
+    return device
+
+
+def load_gallery(folder: str | Path, preprocessing: Any, on_error: str, progress: bool) -> Any:
+    """The image folder (class subfolders), decoded with the model's channel count.
+
+    With on_error="skip" every file is decoded once up front and unreadable ones are dropped with
+    a warning naming each; with "raise" the first unreadable file stops the run, named.
+    """
+    from vmfml.data import image_folder
+
+    channels = int(preprocessing["input_size"][0])
+    return image_folder(
+        folder, on_error=on_error, mode="L" if channels == 1 else "RGB", progress=progress
+    )

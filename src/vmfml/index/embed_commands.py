@@ -1,0 +1,47 @@
+"""`vmfml embed`: write the embeddings, labels and paths of a folder of images to an `.npz`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vmfml.index.cli_common import add_model_run_arguments, add_on_error_argument
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="a vmfml checkpoint (from `vmfml train`)"
+    )
+    parser.add_argument(
+        "--data", required=True, help="a folder with one subfolder of images per class"
+    )
+    parser.add_argument("--out", required=True, help="the embedding file to write (.npz)")
+    add_on_error_argument(parser, "image")
+    add_model_run_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vmfml.index.cli_common import load_gallery, resolve_device
+    from vmfml.index.embeddings import embed_folder_to_file
+    from vmfml.train.checkpoint import load_embedding_model
+
+    device = resolve_device(args.device)
+    model, _ = load_embedding_model(args.checkpoint, map_location=device)
+    dataset = load_gallery(args.data, model.preprocessing, args.on_error, not args.no_progress)
+    out = embed_folder_to_file(
+        args.out,
+        model,
+        dataset,
+        checkpoint=args.checkpoint,
+        data_root=args.data,
+        batch_size=args.batch_size,
+        device=device,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {len(dataset)} embeddings (D={model.embed_dim}, {len(dataset.class_names)} classes) "
+        f"to {out}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,136 @@
+"""`vmfml index`: build a faiss index over a gallery's embeddings and save it with its metadata.
+
+The gallery comes either from an embedding file (`--embeddings`, written by `vmfml embed`) or
+straight from a checkpoint and an image folder (`--checkpoint --data`), embedded on the way
+through a memory-mapped scratch file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vmfml.index.cli_common import add_model_run_arguments, add_on_error_argument, positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("gallery (either --embeddings, or --checkpoint with --data)")
+    source.add_argument("--embeddings", help="an embedding file written by `vmfml embed`")
+    source.add_argument("--checkpoint", help="a vmfml checkpoint, to embed --data directly")
+    source.add_argument("--data", help="a folder with one subfolder of images per class")
+    parser.add_argument("--out", required=True, help="the index folder to write")
+    parser.add_argument(
+        "--kind",
+        choices=("flat", "ivf", "hnsw"),
+        default="flat",
+        help="flat: exact inner product; ivf: inverted lists (large galleries); hnsw: graph (large galleries)",
+    )
+    parser.add_argument(
+        "--nlist", type=positive_int, help="ivf cells (default 4 sqrt(N), at most N/39)"
+    )
+    parser.add_argument(
+        "--nprobe", type=positive_int, help="ivf cells scanned per query (default nlist/16)"
+    )
+    parser.add_argument("--m", type=positive_int, help="hnsw links per vector (default 32)")
+    parser.add_argument(
+        "--ef-construction", type=positive_int, help="hnsw build candidates (default 40)"
+    )
+    parser.add_argument(
+        "--ef-search", type=positive_int, help="hnsw search candidates (default 64)"
+    )
+    add_on_error_argument(parser, "gallery image")
+    add_model_run_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vmfml.index.embeddings import load_embedding_file
+    from vmfml.index.search_index import SearchIndex
+
+    if args.embeddings and (args.checkpoint or args.data):
+        raise ValueError("give either --embeddings, or --checkpoint with --data, not both")
+    if not args.embeddings and not (args.checkpoint and args.data):
+        raise ValueError(
+            "no gallery: give --embeddings FILE.npz, or --checkpoint CKPT with --data FOLDER"
+        )
+    options = _kind_options(args)
+    scratch = None
+    try:
+        if args.embeddings:
+            gallery = load_embedding_file(args.embeddings)
+        else:
+            parent = Path(args.out).resolve().parent
+            parent.mkdir(parents=True, exist_ok=True)
+            scratch = tempfile.mkdtemp(prefix=".vmfml-index-", dir=parent)
+            gallery = _embed_gallery(args, Path(scratch) / "gallery.npz")
+        meta: dict[str, Any] = {
+            "model": gallery.meta.get("model"),
+            "gallery_root": gallery.meta.get("data_root"),
+            "embeddings_file": str(Path(args.embeddings).resolve()) if args.embeddings else None,
+            "class_names": gallery.class_names,
+        }
+        start = time.perf_counter()
+        index = SearchIndex.build(
+            gallery.embeddings,
+            gallery.items(),
+            meta,
+            kind=args.kind,
+            progress=not args.no_progress,
+            **options,
+        )
+        seconds = time.perf_counter() - start
+        index.save(args.out)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(
+        f"indexed {len(index)} embeddings in {seconds:.1f} s: {index!r} -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given for the chosen kind; an option of another kind is refused, not ignored.
+
+    Options left out take `SearchIndex.build`'s defaults (the one place defaults live).
+    """
+    given = {
+        key: getattr(args, key)
+        for key in ("nlist", "nprobe", "m", "ef_construction", "ef_search")
+        if getattr(args, key) is not None
+    }
+    valid = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("m", "ef_construction", "ef_search")}
+    wrong = [key for key in given if key not in valid[args.kind]]
+    if wrong:
+        flags = ", ".join("--" + key.replace("_", "-") for key in wrong)
+        allowed = ", ".join("--" + key.replace("_", "-") for key in valid[args.kind]) or "none"
+        raise ValueError(f"{flags} not valid with --kind {args.kind} (its options: {allowed})")
+    return given
+
+
+def _embed_gallery(args: argparse.Namespace, scratch_file: Path) -> Any:
+    """Embed --data with --checkpoint into a scratch embedding file and open it memory-mapped."""
+    from vmfml.index.cli_common import load_gallery, resolve_device
+    from vmfml.index.embeddings import embed_folder_to_file, load_embedding_file
+    from vmfml.train.checkpoint import load_embedding_model
+
+    device = resolve_device(args.device)
+    model, _ = load_embedding_model(args.checkpoint, map_location=device)
+    dataset = load_gallery(args.data, model.preprocessing, args.on_error, not args.no_progress)
+    path = embed_folder_to_file(
+        scratch_file,
+        model,
+        dataset,
+        checkpoint=args.checkpoint,
+        data_root=args.data,
+        batch_size=args.batch_size,
+        device=device,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    return load_embedding_file(path)

@@ -1,0 +1,440 @@
+"""`SearchIndex`: a faiss inner-product index over unit embeddings, with its items and metadata.
+
+Three kinds, all ranking by the dot product (= cosine similarity for unit vectors):
+
+    flat   IndexFlatIP: exact search, O(N D) per query. The reference the others are measured by.
+    ivf    IndexIVFFlat: k-means partitions the sphere into `nlist` cells; a query scans only the
+           `nprobe` nearest cells. Needs a training sample; recall rises with nprobe.
+    hnsw   IndexHNSWFlat: a navigable small-world graph with `m` links per vector; a query
+           explores `ef_search` candidates. No training; higher memory (links), fast queries.
+
+On disk an index is a folder:
+
+    index.faiss   the faiss index (faiss.write_index)
+    meta.json     format, version, kind, dim, count, options and whatever the caller recorded
+                  (the model: config, checkpoint, preprocessing, fingerprint; the gallery root...)
+    items.json    {"paths": [...], "labels": [...]}: row i of the index is item i
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import faiss
+import numpy as np
+import torch
+
+from vmfml.index._files import atomic_write
+
+FORMAT = "vmfml-index"
+VERSION = 1
+KINDS = ("flat", "ivf", "hnsw")
+FILES = ("index.faiss", "meta.json", "items.json")
+# Rows per faiss.add call: bounds the float32 copy of a memory-mapped input to ~32 MiB at D=128.
+CHUNK_ROWS = 65_536
+# How far from 1 an embedding's norm may be before it is refused as "not on the unit sphere".
+NORM_TOLERANCE = 1e-3
+
+
+class Items(Sequence[dict[str, Any]]):
+    """The gallery items, a read-only list of `{"id", "path", "label"}` dicts built on access.
+
+    Paths and labels are stored as two plain lists: a million dicts would cost far more memory
+    than the index itself.
+    """
+
+    def __init__(self, paths: list[str | None], labels: list[str | None]) -> None:
+        self._paths = paths
+        self._labels = labels
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self._paths)
+        i = int(i)  # numpy integers too; the dict must hold a plain int (JSON)
+        if not -n <= i < n:
+            raise IndexError(f"item id {i} out of range: the index holds {n} items")
+        i %= n
+        return {"id": i, "path": self._paths[i], "label": self._labels[i]}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def paths(self) -> list[str | None]:
+        return self._paths
+
+    @property
+    def labels(self) -> list[str | None]:
+        return self._labels
+
+
+class SearchIndex:
+    """A faiss inner-product index over unit embeddings `[N, D]` plus items and metadata.
+
+    Build one with `SearchIndex.build`, grow it with `add`, persist it with `save` / `load`, and
+    query it with `search`. Row i of the index is `items[i]`.
+
+    Example:
+        >>> x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+        >>> x /= np.linalg.norm(x, axis=1, keepdims=True)
+        >>> index = SearchIndex.build(x, kind="flat")
+        >>> scores, ids = index.search(x[:2], k=3)
+        >>> ids[:, 0].tolist()
+        [0, 1]
+    """
+
+    def __init__(
+        self,
+        faiss_index: faiss.Index,
+        kind: str,
+        meta: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Wrap an empty or filled faiss index; prefer `build` or `load`."""
+        _check_kind(kind)
+        if faiss_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError("SearchIndex needs an inner-product faiss index (unit embeddings)")
+        self.index = faiss_index
+        self.kind = kind
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.options: dict[str, Any] = dict(options or {})
+        self._paths: list[str | None] = [None] * faiss_index.ntotal
+        self._labels: list[str | None] = [None] * faiss_index.ntotal
+        self._direct_map = False
+
+    # ---- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        embeddings: np.ndarray | torch.Tensor,
+        items: Sequence[dict[str, Any]] | None = None,
+        meta: dict[str, Any] | None = None,
+        kind: str = "flat",
+        *,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+        train_size: int | None = None,
+        chunk_rows: int = CHUNK_ROWS,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> SearchIndex:
+        """Build an index over `embeddings`, adding them in chunks.
+
+        Args:
+            embeddings: float `[N, D]` unit rows; a memory map is read one chunk at a time.
+            items: N dicts with optional `"path"` and `"label"` (class name); None: unnamed.
+            meta: recorded with the index (model info, gallery root...).
+            kind: "flat" (exact), "ivf" or "hnsw".
+            nlist: ivf cells; default `4 sqrt(N)`, at most N / 39 (faiss wants >= 39 training
+                points per cell), at least 1.
+            nprobe: ivf cells scanned per query; default `nlist / 16` (at least 1, at most nlist).
+            m: hnsw links per vector.
+            ef_construction: hnsw candidate list while building.
+            ef_search: hnsw candidate list while searching (>= k is needed for k results).
+            train_size: ivf training rows, sampled uniformly at random; default `64 nlist`
+                (at most N). A random sample matters: galleries are usually sorted by class.
+            chunk_rows: rows per `add` call.
+            seed: of the training sample and of k-means.
+            progress: tqdm bar while adding.
+
+        Returns:
+            the filled index; its `options` record the parameters actually used.
+        """
+        _check_kind(kind)
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise ValueError(
+                f"embeddings must be a non-empty [N, D] array, got shape {tuple(embeddings.shape)}"
+            )
+        n, d = int(embeddings.shape[0]), int(embeddings.shape[1])
+        options: dict[str, Any] = {}
+        faiss_index: faiss.Index
+        if kind == "flat":
+            faiss_index = faiss.IndexFlatIP(d)
+        elif kind == "hnsw":
+            _check_positive(m=m, ef_construction=ef_construction, ef_search=ef_search)
+            faiss_index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+            faiss_index.hnsw.efConstruction = ef_construction
+            options = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+        else:
+            if nlist is None:
+                nlist = int(min(max(1, round(4 * math.sqrt(n))), max(1, n // 39)))
+            if nprobe is None:
+                nprobe = max(1, nlist // 16)
+            _check_positive(nlist=nlist, nprobe=nprobe)
+            if nlist > n:
+                raise ValueError(f"nlist={nlist} cells need at least as many vectors; got N={n}")
+            train_size = min(n, 64 * nlist if train_size is None else train_size)
+            if train_size < nlist:
+                raise ValueError(f"train_size={train_size} is smaller than nlist={nlist}")
+            quantizer = faiss.IndexFlatIP(d)
+            faiss_index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            faiss_index.cp.seed = seed
+            rows = np.sort(np.random.default_rng(seed).choice(n, size=train_size, replace=False))
+            faiss_index.train(_as_float32(embeddings[rows], "training sample"))
+            options = {"nlist": nlist, "nprobe": min(nprobe, nlist), "train_size": train_size}
+        index = cls(faiss_index, kind, meta, options)
+        index.set_search_params(
+            **{k: v for k, v in options.items() if k in ("nprobe", "ef_search")}
+        )
+        index.add(embeddings, items, chunk_rows=chunk_rows, progress=progress)
+        return index
+
+    def add(
+        self,
+        embeddings: np.ndarray | torch.Tensor,
+        items: Sequence[dict[str, Any]] | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        progress: bool = False,
+    ) -> None:
+        """Append `embeddings` `[M, D]` (unit rows) and their items; ids continue from `len(self)`.
+
+        Added `chunk_rows` at a time, so a memory-mapped input is never copied whole.
+        """
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(
+                f"cannot add embeddings of shape {tuple(embeddings.shape)} to an index of "
+                f"dimension {self.dim}"
+            )
+        m = int(embeddings.shape[0])
+        if items is not None and len(items) != m:
+            raise ValueError(f"{m} embeddings but {len(items)} items")
+        if not self.index.is_trained:
+            raise ValueError(
+                f"this {self.kind} index is not trained; build it with SearchIndex.build"
+            )
+        from tqdm.auto import tqdm
+
+        for start in tqdm(
+            range(0, m, chunk_rows), desc=f"index ({self.kind})", disable=not progress
+        ):
+            chunk = _as_float32(embeddings[start : start + chunk_rows], "embeddings")
+            _check_unit(chunk, first_row=start)
+            self.index.add(chunk)
+        if items is None:
+            self._paths.extend([None] * m)
+            self._labels.extend([None] * m)
+        else:
+            for item in items:
+                path, label = item.get("path"), item.get("label")
+                self._paths.append(None if path is None else str(path))
+                self._labels.append(None if label is None else str(label))
+        self._direct_map = False
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most similar items of each query.
+
+        Args:
+            queries: float `[Q, D]` (unit rows, for scores that are cosines).
+            k: neighbours per query, >= 1.
+
+        Returns:
+            `(scores [Q, k] float32, ids [Q, k] int64)`, best first. Where fewer than k items are
+            reachable (k > N, or an ivf probe of sparse cells) the tail has id -1 and score -inf.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if queries.ndim != 2:
+            raise ValueError(f"queries must be [Q, D], got shape {tuple(queries.shape)}")
+        if queries.shape[1] != self.dim:
+            raise ValueError(
+                f"queries have dimension {queries.shape[1]} but the index holds "
+                f"{self.dim}-dimensional embeddings"
+                + (f" of {_model_name(self.meta)}" if _model_name(self.meta) else "")
+            )
+        if self.index.ntotal == 0:
+            raise ValueError("the index is empty: add embeddings before searching")
+        q = _as_float32(queries, "queries")
+        scores, ids = self.index.search(q, int(k))
+        scores[ids < 0] = -np.inf
+        return scores, ids.astype(np.int64, copy=False)
+
+    def reconstruct(self, i: int) -> np.ndarray:
+        """The stored embedding `[D]` of item i."""
+        n = len(self)
+        if not 0 <= i < n:
+            raise IndexError(f"item id {i} out of range: the index holds {n} items")
+        if self.kind == "ivf" and not self._direct_map:
+            # IVF lists are not addressable by id until a direct map (8 bytes per item) exists.
+            faiss.extract_index_ivf(self.index).make_direct_map()
+            self._direct_map = True
+        return np.asarray(self.index.reconstruct(int(i)), dtype=np.float32)
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Trade speed for recall at query time: `nprobe` (ivf) or `ef_search` (hnsw)."""
+        if nprobe is not None:
+            if self.kind != "ivf":
+                raise ValueError(f"nprobe applies to ivf indexes; this one is {self.kind}")
+            _check_positive(nprobe=nprobe)
+            nlist = faiss.extract_index_ivf(self.index).nlist
+            if nprobe > nlist:
+                raise ValueError(f"nprobe={nprobe} exceeds nlist={nlist}")
+            faiss.extract_index_ivf(self.index).nprobe = nprobe
+            self.options["nprobe"] = nprobe
+        if ef_search is not None:
+            if self.kind != "hnsw":
+                raise ValueError(f"ef_search applies to hnsw indexes; this one is {self.kind}")
+            _check_positive(ef_search=ef_search)
+            hnsw_index: Any = self.index  # an IndexHNSWFlat (kind checked above)
+            hnsw_index.hnsw.efSearch = ef_search
+            self.options["ef_search"] = ef_search
+
+    # ---- properties --------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def items(self) -> Items:
+        """Item i is `{"id": i, "path": str | None, "label": str | None}` (label = class name)."""
+        return Items(self._paths, self._labels)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        return f"SearchIndex(kind={self.kind}, count={len(self)}, dim={self.dim}{', ' + opts if opts else ''})"
+
+    # ---- persistence -------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `index.faiss`, `meta.json` and `items.json` into `directory` (created)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            **self.meta,
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": self.kind,
+            "dim": self.dim,
+            "count": len(self),
+            "metric": "inner_product",
+            "options": self.options,
+        }
+        atomic_write(directory / "index.faiss", lambda tmp: faiss.write_index(self.index, tmp))
+        _atomic_write_text(
+            directory / "items.json", json.dumps({"paths": self._paths, "labels": self._labels})
+        )
+        # meta.json last: a folder with it is complete.
+        _atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SearchIndex:
+        """Read an index folder written by `save`.
+
+        Raises:
+            FileNotFoundError: the folder or one of its files is missing (named).
+            ValueError: not a vmfml index, or its parts disagree (dimension, count).
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"index folder not found: {directory}")
+        missing = [f for f in FILES if not (directory / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{directory} is not a complete vmfml index: missing {', '.join(missing)} "
+                f"(an index folder holds {', '.join(FILES)}; build one with `vmfml index`)"
+            )
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            stored = json.loads((directory / "items.json").read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{directory}: damaged metadata: {err}") from err
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{directory}/meta.json is not vmfml index metadata")
+        if int(meta.get("version", 0)) > VERSION:
+            raise ValueError(f"{directory} was written by a newer vmfml (format {meta['version']})")
+        try:
+            faiss_index = faiss.read_index(str(directory / "index.faiss"))
+        except RuntimeError as err:
+            raise ValueError(f"cannot read {directory / 'index.faiss'}: {err}") from err
+        if int(meta["dim"]) != faiss_index.d:
+            raise ValueError(
+                f"{directory}: meta.json says dimension {meta['dim']} but index.faiss holds "
+                f"{faiss_index.d}-dimensional vectors"
+            )
+        paths, labels = stored.get("paths", []), stored.get("labels", [])
+        if not (int(meta["count"]) == faiss_index.ntotal == len(paths) == len(labels)):
+            raise ValueError(
+                f"{directory}: inconsistent counts: meta.json {meta['count']}, index.faiss "
+                f"{faiss_index.ntotal}, items.json {len(paths)} paths / {len(labels)} labels"
+            )
+        kind = meta["kind"]
+        options = dict(meta.get("options", {}))
+        own = {
+            k: meta[k]
+            for k in meta
+            if k not in ("format", "version", "kind", "dim", "count", "metric", "options")
+        }
+        index = cls(faiss_index, kind, own, options)
+        index._paths, index._labels = list(paths), list(labels)
+        index.set_search_params(
+            nprobe=options.get("nprobe") if kind == "ivf" else None,
+            ef_search=options.get("ef_search") if kind == "hnsw" else None,
+        )
+        return index
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _as_float32(x: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
+    """A C-contiguous float32 numpy copy/view, as faiss requires."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{what} must be floating point, got {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_unit(x: np.ndarray, first_row: int) -> None:
+    """Refuse rows off the unit sphere: inner-product scores would not be cosines."""
+    norms = np.linalg.norm(x, axis=1)
+    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= NORM_TOLERANCE))
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"embedding row {first_row + i} has norm {norms[i]:.4g}; the index needs unit rows "
+            "(L2-normalize the embeddings, as EmbeddingModel does)"
+        )
+
+
+def _model_name(meta: dict[str, Any]) -> str:
+    from vmfml.index.model_info import describe
+
+    return describe(meta["model"]) if meta.get("model") else ""
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

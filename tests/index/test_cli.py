@@ -1,0 +1,299 @@
+"""embed -> index -> search through `vmfml.cli.main`, checked against hand-computed embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from index_helpers import (
+    CLASSES,
+    GALLERY_PER_CLASS,
+    QUERIES_PER_CLASS,
+    Folders,
+    brute_force,
+    reference_embeddings,
+)
+from PIL import Image
+
+from vmfml.cli import main
+from vmfml.index import SearchIndex, load_embedding_file
+from vmfml.index.grid import CORRECT, WRONG, cell_origin, grid_size
+
+
+def embed(folders: Folders, out: Path) -> Path:
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(folders.checkpoint),
+                "--data",
+                str(folders.gallery),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_embed_writes_the_models_embeddings(tmp_path: Path, folders: Folders) -> None:
+    emb = load_embedding_file(embed(folders, tmp_path / "gallery.npz"))
+    n = len(CLASSES) * GALLERY_PER_CLASS
+    assert emb.embeddings.shape == (n, 16) and emb.embeddings.dtype == np.float32
+    assert isinstance(emb.embeddings, np.memmap)  # read in place, not loaded whole
+    assert emb.class_names == sorted(CLASSES)
+    assert [emb.class_names[i] for i in emb.labels] == [Path(p).parent.name for p in emb.paths]
+    pixels = np.stack([folders.gallery_pixels[str(Path(p).resolve())] for p in emb.paths])
+    np.testing.assert_allclose(
+        emb.embeddings, reference_embeddings(folders.model, pixels), atol=1e-5
+    )
+    model = emb.meta["model"]
+    assert model["checkpoint"] == str(folders.checkpoint.resolve())
+    assert model["config"]["name"] == "small_cnn" and model["embed_dim"] == 16
+    assert model["preprocessing"]["input_size"] == [1, 28, 28]
+    assert emb.meta["data_root"] == str(folders.gallery.resolve())
+    assert emb.meta["count"] == n
+
+
+def test_index_and_search_equal_brute_force(
+    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gallery = load_embedding_file(embed(folders, tmp_path / "gallery.npz"))
+    assert (
+        main(
+            ["index", "--embeddings", str(tmp_path / "gallery.npz"), "--out", str(tmp_path / "idx")]
+        )
+        == 0
+    )
+    index = SearchIndex.load(tmp_path / "idx")
+    assert index.meta["model"]["fingerprint"] == gallery.meta["model"]["fingerprint"]
+    assert index.meta["gallery_root"] == str(folders.gallery.resolve())
+    assert [it["label"] for it in index.items] == gallery.label_names()
+    capsys.readouterr()
+
+    k = 4
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                str(folders.queries),
+                "-k",
+                str(k),
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    queries = out["queries"]
+    assert len(queries) == len(CLASSES) * QUERIES_PER_CLASS
+    assert [q["label"] for q in queries] == [Path(q["query"]).parent.name for q in queries]
+    pixels = np.stack([folders.query_pixels[str(Path(q["query"]).resolve())] for q in queries])
+    ref_scores, ref_ids = brute_force(
+        np.asarray(gallery.embeddings), reference_embeddings(folders.model, pixels), k
+    )
+    got_ids = np.array([[h["id"] for h in q["hits"]] for q in queries])
+    got_scores = np.array([[h["score"] for h in q["hits"]] for q in queries])
+    np.testing.assert_allclose(got_scores, ref_scores, atol=1e-5)
+    np.testing.assert_array_equal(got_ids, ref_ids)
+    for q in queries:
+        for h in q["hits"]:
+            assert (
+                h["path"] == gallery.paths[h["id"]] and h["label"] == gallery.label_names()[h["id"]]
+            )
+    p1 = np.mean([q["hits"][0]["label"] == q["label"] for q in queries])
+    assert out["precision@1"] == pytest.approx(p1)
+
+
+def test_index_straight_from_images_and_table_output(
+    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
+) -> None:
+    embed(folders, tmp_path / "gallery.npz")
+    assert (
+        main(["index", "--embeddings", str(tmp_path / "gallery.npz"), "--out", str(tmp_path / "a")])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "index",
+                "--checkpoint",
+                str(folders.checkpoint),
+                "--data",
+                str(folders.gallery),
+                "--out",
+                str(tmp_path / "b"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    a, b = SearchIndex.load(tmp_path / "a"), SearchIndex.load(tmp_path / "b")
+    assert list(a.items) == list(b.items)
+    assert a.meta["model"] == b.meta["model"]
+    np.testing.assert_array_equal(
+        a.index.reconstruct_n(0, len(a)), b.index.reconstruct_n(0, len(b))
+    )
+    assert not list(tmp_path.glob(".vmfml-*"))  # the scratch embedding file is gone
+    capsys.readouterr()
+    query = sorted((folders.queries / "trouser").iterdir())[0]
+    assert main(["search", "--index", str(tmp_path / "b"), str(query), "-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"query 1/1: {query}"
+    assert len(lines) == 2 + 3  # header, column names, 3 hits
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_kinds_through_the_cli(
+    tmp_path: Path, folders: Folders, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    embed(folders, tmp_path / "gallery.npz")
+    opts = ["--nlist", "4", "--nprobe", "4"] if kind == "ivf" else ["--m", "8", "--ef-search", "80"]
+    assert (
+        main(
+            [
+                "index",
+                "--embeddings",
+                str(tmp_path / "gallery.npz"),
+                "--out",
+                str(tmp_path / "idx"),
+                "--kind",
+                kind,
+                *opts,
+            ]
+        )
+        == 0
+    )
+    index = SearchIndex.load(tmp_path / "idx")
+    assert index.kind == kind
+    capsys.readouterr()
+    # nprobe = nlist and a large ef on 60 items: both are exact here, so equal the flat answer.
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                str(folders.queries),
+                "-k",
+                "5",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    approx = json.loads(capsys.readouterr().out)
+    assert (
+        main(
+            [
+                "index",
+                "--embeddings",
+                str(tmp_path / "gallery.npz"),
+                "--out",
+                str(tmp_path / "flat"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "flat"),
+                str(folders.queries),
+                "-k",
+                "5",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    exact = json.loads(capsys.readouterr().out)
+    assert [[h["id"] for h in q["hits"]] for q in approx["queries"]] == [
+        [h["id"] for h in q["hits"]] for q in exact["queries"]
+    ]
+
+
+def test_search_with_an_embedding_file_as_queries(
+    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
+) -> None:
+    embed(folders, tmp_path / "gallery.npz")
+    assert (
+        main(
+            ["index", "--embeddings", str(tmp_path / "gallery.npz"), "--out", str(tmp_path / "idx")]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    # The gallery searched against itself: every item's nearest neighbour is itself.
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                str(tmp_path / "gallery.npz"),
+                "-k",
+                "1",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert [q["hits"][0]["path"] for q in out["queries"]] == [q["query"] for q in out["queries"]]
+    assert out["precision@1"] == 1.0
+
+
+def test_grid_png(tmp_path: Path, folders: Folders) -> None:
+    embed(folders, tmp_path / "gallery.npz")
+    assert (
+        main(
+            ["index", "--embeddings", str(tmp_path / "gallery.npz"), "--out", str(tmp_path / "idx")]
+        )
+        == 0
+    )
+    grid = tmp_path / "grid.png"
+    k, thumb = 3, 40
+    args = [
+        "search",
+        "--index",
+        str(tmp_path / "idx"),
+        str(folders.queries),
+        "-k",
+        str(k),
+        "--format",
+        "json",
+    ]
+    assert main([*args, "--grid", str(grid), "--thumb", str(thumb)]) == 0
+    n_queries = len(CLASSES) * QUERIES_PER_CLASS
+    image = Image.open(grid)
+    assert image.format == "PNG" and image.size == grid_size(n_queries, k, thumb)
+    # Each hit's frame is green when its label is the query's, red otherwise.
+    from vmfml.index import Searcher
+
+    searcher = Searcher.from_index(tmp_path / "idx")
+    queries = sorted(folders.queries.rglob("*.png"))
+    results = searcher.search_images(queries, k)
+    rgb = image.convert("RGB")
+    colours = set()
+    for row, (query, hits) in enumerate(zip(queries, results, strict=True)):
+        for col, hit in enumerate(hits, start=1):
+            x, y = cell_origin(row, col, thumb)
+            expected = CORRECT if hit["label"] == query.parent.name else WRONG
+            assert rgb.getpixel((x + 1, y + 1)) == expected
+            colours.add(expected)
+    assert colours == {CORRECT, WRONG}  # an untrained model gets some right and some wrong
