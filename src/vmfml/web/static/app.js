@@ -1,0 +1,222 @@
+// The search page: plain browser JavaScript, no build step, nothing loaded from the internet.
+// It talks only to this server's JSON API (see /docs); every failure is shown in the #error banner.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const K_CHOICES = [4, 8, 12, 24, 48, 96];
+const GALLERY_SIZE = 16;
+
+const state = {
+  limits: { max_k: 100, default_k: 12, max_upload_bytes: 10 << 20 },
+  query: null, // {type: "image", file} or {type: "item", item}: re-run when k changes
+  seq: 0, // only the newest request may draw its results
+};
+
+// fetch + JSON, turning any error status into an Error carrying the server's `detail` sentence.
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new Error(`cannot reach the server (${err.message})`);
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (_) {
+    // A body that is not JSON still has a status to report.
+  }
+  if (!response.ok) {
+    const detail = body && typeof body.detail === "string" ? body.detail : response.statusText;
+    throw new Error(`${response.status}: ${detail}`);
+  }
+  return body;
+}
+
+function showError(message) {
+  $("error-text").textContent = message;
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error-text").textContent = "";
+}
+
+function currentK() {
+  return Number($("k-select").value) || state.limits.default_k;
+}
+
+// Upscale tiny images (28x28 Fashion-MNIST) with crisp pixels rather than blur.
+function sharpenIfTiny(img) {
+  img.addEventListener("load", () => {
+    if (img.naturalWidth && img.naturalWidth * 2 < img.clientWidth) img.classList.add("pixelated");
+  }, { once: true });
+}
+
+function thumbImage(item, alt) {
+  const img = document.createElement("img");
+  img.src = item.thumbnail;
+  img.alt = alt;
+  img.loading = "lazy";
+  img.decoding = "async";
+  sharpenIfTiny(img);
+  return img;
+}
+
+function setQueryPreview(src, info) {
+  const img = $("query-preview");
+  img.classList.remove("pixelated");
+  img.src = src;
+  img.hidden = false;
+  sharpenIfTiny(img);
+  $("drop-text").textContent = "drop or choose another image";
+  $("query-info").textContent = info;
+}
+
+async function runSearch(describe, request) {
+  const seq = ++state.seq;
+  clearError();
+  $("results").classList.add("loading");
+  $("status").textContent = "searching…";
+  try {
+    const data = await request();
+    if (seq !== state.seq) return;
+    renderResults(data, describe);
+  } catch (err) {
+    if (seq !== state.seq) return;
+    showError(err.message);
+    $("status").textContent = "search failed";
+  } finally {
+    if (seq === state.seq) $("results").classList.remove("loading");
+  }
+}
+
+function searchFile(file) {
+  if (!file) return;
+  if (file.size > state.limits.max_upload_bytes) {
+    const mb = (state.limits.max_upload_bytes / 1048576).toFixed(1);
+    showError(`${file.name} is ${(file.size / 1048576).toFixed(1)} MiB; the server accepts at most ${mb} MiB`);
+    return;
+  }
+  state.query = { type: "image", file };
+  setQueryPreview(URL.createObjectURL(file), `uploaded: ${file.name}`);
+  const form = new FormData();
+  form.append("file", file, file.name || "upload");
+  form.append("k", String(currentK()));
+  runSearch(`“${file.name || "image"}”`, () => api("/api/search/image", { method: "POST", body: form }));
+}
+
+function searchItem(item) {
+  state.query = { type: "item", item };
+  setQueryPreview(item.thumbnail, `gallery item #${item.id}${item.label != null ? ` · ${item.label}` : ""}`);
+  runSearch(`item #${item.id}`, () => api(`/api/search/item/${item.id}?k=${currentK()}`));
+}
+
+function renderResults(data, describe) {
+  const list = $("results");
+  list.replaceChildren();
+  data.results.forEach((hit, rank) => {
+    const li = document.createElement("li");
+    li.className = "result";
+    li.dataset.id = hit.id;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "thumb-button";
+    button.title = `${hit.path}\nclick to search from this image`;
+    button.append(thumbImage(hit, `result ${rank + 1}: ${hit.label ?? "item " + hit.id}`));
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = hit.label ?? `#${hit.id}`;
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = hit.score.toFixed(3);
+    meta.append(label, score);
+    const rankLine = document.createElement("div");
+    rankLine.className = "rank";
+    rankLine.textContent = `#${rank + 1} · item ${hit.id}`;
+    button.append(meta, rankLine);
+    button.addEventListener("click", () => searchItem(hit));
+    li.append(button);
+    list.append(li);
+  });
+  $("status").textContent =
+    `${data.results.length} neighbours of ${describe} in ${data.took_ms.toFixed(1)} ms (score = cosine similarity)`;
+}
+
+async function loadGallery() {
+  try {
+    const data = await api(`/api/items/sample?n=${GALLERY_SIZE}`);
+    const strip = $("gallery");
+    strip.replaceChildren();
+    for (const item of data.items) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "thumb-button gallery-item";
+      button.title = `${item.label ?? ""} (item ${item.id})`;
+      button.append(thumbImage(item, `gallery item ${item.id}: ${item.label ?? ""}`));
+      button.addEventListener("click", () => searchItem(item));
+      strip.append(button);
+    }
+  } catch (err) {
+    showError(`cannot load the gallery: ${err.message}`);
+  }
+}
+
+async function loadHealth() {
+  try {
+    const health = await api("/api/health");
+    state.limits = health.limits;
+    $("index-info").textContent =
+      `${health.count.toLocaleString()} images · ${health.model ?? "unknown model"} · ${health.dimension}-d embeddings`;
+  } catch (err) {
+    $("index-info").textContent = "server unreachable";
+    showError(err.message);
+  }
+  const select = $("k-select");
+  const choices = K_CHOICES.filter((k) => k <= state.limits.max_k);
+  if (!choices.includes(state.limits.default_k)) choices.push(state.limits.default_k);
+  choices.sort((a, b) => a - b);
+  select.replaceChildren(...choices.map((k) => new Option(String(k), String(k), false, k === state.limits.default_k)));
+}
+
+function wireInputs() {
+  $("file-input").addEventListener("change", (event) => {
+    searchFile(event.target.files[0]);
+    event.target.value = ""; // choosing the same file again still fires `change`
+  });
+  const zone = $("drop-zone");
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("over");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    zone.addEventListener(type, () => zone.classList.remove("over"));
+  }
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file) searchFile(file);
+    else showError("drop an image file (not a link or text)");
+  });
+  // A file dropped outside the zone would otherwise make the browser navigate away to it.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+  window.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData?.files ?? [])].find((f) => f.type.startsWith("image/"));
+    if (file) searchFile(file);
+  });
+  $("k-select").addEventListener("change", () => {
+    if (state.query?.type === "image") searchFile(state.query.file);
+    else if (state.query?.type === "item") searchItem(state.query.item);
+  });
+  $("shuffle").addEventListener("click", loadGallery);
+  $("error-close").addEventListener("click", clearError);
+}
+
+wireInputs();
+loadHealth().then(loadGallery);

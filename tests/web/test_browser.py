@@ -1,0 +1,124 @@
+"""The search page end to end: headless Debian chromium (driven by Playwright) against `vmfml serve`.
+
+Uploads a gallery image, sees its neighbours' thumbnails appear (the image itself first), clicks
+one and sees a new result set, changes k, provokes an error, and checks the page never asked
+anything of a host other than the server. Leaves a screenshot at /tmp/vmfml_serve.png.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path("/tmp/vmfml_serve.png")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.skip(f"chromium is not installed at {CHROMIUM} (scripts/setup.sh installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def result_ids(page) -> list[int]:  # noqa: ANN001
+    return [
+        int(x)
+        for x in page.eval_on_selector_all("#results .result", "els => els.map(e => e.dataset.id)")
+    ]
+
+
+def wait_for_thumbnails(page, selector: str, count: int) -> None:  # noqa: ANN001
+    """Wait until `count` elements match and every image in them has loaded pixels."""
+    page.wait_for_function(
+        """([sel, n]) => {
+            const imgs = [...document.querySelectorAll(sel + ' img')];
+            return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0);
+        }""",
+        arg=[selector, count],
+        timeout=20_000,
+    )
+
+
+def test_upload_then_click_a_neighbour(browser, live_server: str, gallery, tmp_path: Path) -> None:  # noqa: ANN001
+    # The page's Content-Security-Policy forbids eval, which Playwright's polling predicates use;
+    # the header is checked in test_api. Requests to other hosts are watched below instead.
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, bypass_csp=True)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.goto(live_server + "/")
+    page.wait_for_function(
+        "document.querySelector('#index-info').textContent.includes('60 images')"
+    )
+    wait_for_thumbnails(page, "#gallery", 16)
+
+    # Upload gallery image 17: its neighbours appear, itself first with score 1.000.
+    page.set_input_files("#file-input", str(gallery.paths[17]))
+    wait_for_thumbnails(page, "#results", 12)
+    first = result_ids(page)
+    assert first[0] == 17
+    assert page.inner_text("#results .result:first-child .score") == "1.000"
+    assert page.inner_text("#results .result:first-child .label") == gallery.labels[17]
+    assert "neighbours of" in page.inner_text("#status")
+    assert page.is_visible("#query-preview")
+
+    # Click the third result: a new result set, from that item, without the item itself.
+    clicked = first[2]
+    page.click("#results .result:nth-child(3) button")
+    page.wait_for_function(
+        f"document.querySelector('#status').textContent.includes('item #{clicked}')"
+    )
+    wait_for_thumbnails(page, "#results", 12)
+    second = result_ids(page)
+    assert second != first and clicked not in second
+    assert f"gallery item #{clicked}" in page.inner_text("#query-info")
+
+    # k selector: 24 neighbours of the same item.
+    page.select_option("#k-select", "24")
+    wait_for_thumbnails(page, "#results", 24)
+    assert result_ids(page)[:12] == second
+
+    # A gallery strip pick searches too.
+    page.click("#gallery .gallery-item:first-child")
+    page.wait_for_function(
+        "document.querySelector('#status').textContent.includes('neighbours of item #')"
+    )
+    wait_for_thumbnails(page, "#results", 24)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # A file that is not an image: the server's 415 shows in the error banner.
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    page.set_input_files("#file-input", str(text))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "415" in page.inner_text("#error-text") and "not an image" in page.inner_text(
+        "#error-text"
+    )
+    page.click("#error-close")
+    assert page.is_hidden("#error")
+
+    # Nothing was asked of any other host (no CDN, no font, no analytics).
+    outside = [u for u in requested if not u.startswith((live_server, "blob:", "data:"))]
+    assert outside == []
+    assert [e for e in console_errors if "415" not in e] == []
+    page.close()

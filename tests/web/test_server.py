@@ -1,0 +1,65 @@
+"""`vmfml serve` as a real uvicorn process on a loopback port, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_serves_searches_over_http(live_server: str, gallery) -> None:
+    with httpx.Client(base_url=live_server, timeout=30) as c:
+        health = c.get("/api/health").json()
+        assert health["count"] == 60 and health["limits"]["max_upload_bytes"] == 1 << 20
+        hits = c.get("/api/search/item/3", params={"k": 4}).json()["results"]
+        assert len(hits) == 4 and 3 not in [h["id"] for h in hits]
+        r = c.post(
+            "/api/search/image",
+            files={"file": ("q.png", gallery.paths[8].read_bytes(), "image/png")},
+        )
+        assert r.json()["results"][0]["id"] == 8
+
+        def by_vector(i: int) -> int:
+            body = {"vector": gallery.reference[i].tolist(), "k": 1}
+            return int(c.post("/api/search/vector", json=body).json()["results"][0]["id"])
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(by_vector, range(0, 60, 3))) == list(range(0, 60, 3))
+
+
+def _too_big(size: int) -> bytes:
+    return np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+def test_oversized_uploads_get_a_json_413_and_the_server_lives_on(live_server: str) -> None:
+    with httpx.Client(base_url=live_server, timeout=30) as c:
+        r = c.post("/api/search/image", files={"file": ("big.png", _too_big(3 << 20), "image/png")})
+        assert r.status_code == 413
+        assert "files are limited to 1 MiB" in r.json()["detail"]
+
+        # Without a Content-Length (chunked), the limit is hit while the body streams in.
+        def chunks() -> Iterator[bytes]:
+            head = b'--xx\r\nContent-Disposition: form-data; name="file"; filename="b.png"\r\n\r\n'
+            yield head
+            for _ in range(48):  # 3 MiB
+                yield _too_big(64 << 10)
+
+        r = c.post(
+            "/api/search/image",
+            content=chunks(),
+            headers={"content-type": "multipart/form-data; boundary=xx"},
+        )
+        assert r.status_code == 413 and "files are limited" in r.json()["detail"]
+        assert c.get("/api/health").status_code == 200
+        bmp = io.BytesIO()
+        from PIL import Image
+
+        Image.new("L", (28, 28), 128).save(bmp, format="BMP")
+        ok = c.post("/api/search/image", files={"file": ("grey.bmp", bmp.getvalue(), "image/bmp")})
+        assert ok.status_code == 200
