@@ -54,7 +54,9 @@ def train_batches(
         order = torch.randperm(n, generator=generator)
         for start in range(0, n - batch_size + 1, batch_size):
             idx = order[start : start + batch_size]
-            images = prepare_batch(dataset.images[idx], preprocessing, augment, generator)
+            images = prepare_batch(
+                dataset.images[idx.to(dataset.images.device)], preprocessing, augment, generator
+            )
             yield images, dataset.labels[idx]
         return
     transform = make_transform(preprocessing, train=True, augment=augment)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         for k, v in {"data": args.data, "split": args.split, "eval_ks": args.eval_ks}.items()
         if v
     }
-    saved.update({"train_subset": None, **overrides})
+    saved.update(overrides)
     if args.data:
         saved["data_root"] = None
     config = load_config(None, saved)
