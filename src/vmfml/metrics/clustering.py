@@ -19,6 +19,8 @@ from vmfml.metrics._inputs import ArrayLike, Backend, as_labels, as_unit_embeddi
 # Rows per chunk of the [chunk, k] similarity block in assignment steps (bounded memory for
 # large k, e.g. thousands of In-Shop classes).
 _ASSIGN_CHUNK_BYTES = 2**26
+# k-means++ seeds from at most this many points per centre (a uniform random sample).
+_SEEDING_POINTS_PER_CENTRE = 256
 
 
 def spherical_kmeans(
@@ -106,8 +108,13 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
     Returns:
         `[k, D]` initial centres (rows of `x`).
     """
-    n = x.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    if x.shape[0] > _SEEDING_POINTS_PER_CENTRE * k:
+        # Seeding needs only a faithful sample of the data (as faiss trains on one): each of the
+        # k steps costs a pass over the points, so 100,000 points would dominate NMI's time.
+        keep = torch.randperm(x.shape[0], generator=gen)[: _SEEDING_POINTS_PER_CENTRE * k]
+        x = x[keep.to(x.device)]
+    n = x.shape[0]
     trials = 2 + int(math.log(k))
     chosen = [int(torch.randint(n, (1,), generator=gen))]
     dist2 = (2 - 2 * (x @ x[chosen[0]])).clamp_min(0)
