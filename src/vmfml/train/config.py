@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -199,10 +200,14 @@ def _base_type(tp: Any) -> Any:
     return typing.get_origin(tp) or tp
 
 
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
 def parse_value(key: str, value: Any) -> Any:
     """Convert a YAML or command-line value to the type of config field `key`."""
-    hints = typing.get_type_hints(TrainConfig)
-    tp = hints[key]
+    tp = _field_types()[key]
     optional = isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
     base = _base_type(tp)
     if value is None or (

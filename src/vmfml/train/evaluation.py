@@ -85,7 +85,9 @@ def evaluate_model(
             metrics["ece"] = cls["ece"]
             metrics["nll"] = cls["nll"]
     if gallery_set is None:
-        metrics.update(retrieval_metrics(test_emb, test_labels, ks=ks, progress=progress))
+        # On a GPU the exact kNN runs there (torch backend follows the tensors' device).
+        on_device = test_emb.to(device) if device.type == "cuda" else test_emb
+        metrics.update(retrieval_metrics(on_device, test_labels, ks=ks, progress=progress))
     else:
         gallery_feats, gallery_labels = embed_dataset(
             model,

@@ -1,0 +1,140 @@
+"""`vmfml bench`: run the loss comparison, or (`vmfml bench report`) re-make its tables and plots.
+
+vmfml bench --profile quick|cpu|full [--experiments classification,retrieval,ablations]
+            [--seeds 3] [--results DIR] [--device auto] [--max-runs N] [--jobs N]
+            [--time-budget SECONDS]
+vmfml bench report --results DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from vmfml.bench.profiles import EXPERIMENTS, PROFILES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        default="run",
+        choices=("run", "report"),
+        help="run the benchmark (default), or only re-make the report from the results folder",
+    )
+    parser.add_argument(
+        "--profile",
+        default="quick",
+        help=f"budgets: {', '.join(f'{p.name} ({p.description})' for p in PROFILES.values())} (default: quick)",
+    )
+    parser.add_argument(
+        "--experiments",
+        default=",".join(EXPERIMENTS),
+        help=f"comma-separated subset of {','.join(EXPERIMENTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="seeds per method (default: the profile's)"
+    )
+    parser.add_argument(
+        "--results",
+        default="bench-results",
+        help="results folder: results.jsonl, results.md, plots (default: bench-results)",
+    )
+    parser.add_argument(
+        "--work-dir", default=None, help="folder of the runs' own files (default: RESULTS/runs)"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs side by side on the device (default: 1 on a CPU, 8 on a GPU)",
+    )
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        help="start at most N runs (finished runs are never redone)",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds: start no run that would not finish in time, stop the rest",
+    )
+    parser.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep every run's checkpoint.pt"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs the plan holds and which are done; train nothing",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+
+
+def default_jobs(device: str) -> int:
+    """One run at a time on a CPU (they would only compete for its cores); 8 on a GPU."""
+    from vmfml.train.loop import resolve_device
+
+    if resolve_device(device).type != "cuda":
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def run(args: argparse.Namespace) -> int:
+    from vmfml.bench.report import write_report
+
+    results = Path(args.results)
+    if args.action == "report":
+        if not (results / "results.jsonl").is_file():
+            raise FileNotFoundError(
+                f"no results.jsonl in {results}; run `vmfml bench --results {results}` first"
+            )
+        paths = write_report(results)
+        print("\n".join(f"wrote {p}" for p in paths))
+        return 0
+
+    from vmfml.bench.profiles import get_profile, parse_experiments, plan
+    from vmfml.bench.runner import finished_ids, run_benchmark
+
+    profile = get_profile(args.profile)
+    specs = plan(profile, parse_experiments(args.experiments), args.seeds)
+    if args.dry_run:
+        done = finished_ids(results)
+        for spec in specs:
+            cells = ", ".join(f"{g.experiment} {g.setting}" for g in spec.groups)
+            print(
+                f"{'done' if spec.run_id in done else 'todo'}  {spec.run_id}  {spec.method:<18} seed {spec.seed}  {cells}"
+            )
+        print(f"{len(specs)} runs, {sum(s.run_id in done for s in specs)} done")
+        return 0
+    jobs = args.jobs if args.jobs is not None else default_jobs(args.device)
+    summary = run_benchmark(
+        specs,
+        results,
+        profile=profile.name,
+        device=args.device,
+        jobs=jobs,
+        work_dir=args.work_dir,
+        time_budget=args.time_budget,
+        max_runs=args.max_runs,
+        keep_checkpoints=args.keep_checkpoints,
+        progress=args.progress,
+    )
+    print(
+        f"\n{summary.planned} runs planned: {summary.skipped_done} already done, {summary.finished} finished, "
+        f"{summary.diverged} diverged, {summary.errors} failed, {summary.skipped_for_time} skipped for time, "
+        f"{summary.cancelled} stopped at the deadline, {summary.not_started} not started ({summary.seconds:.0f} s)"
+    )
+    for message in summary.error_messages:
+        print(f"  failed: {message}")
+    if (results / "results.jsonl").is_file():
+        for path in write_report(results):
+            print(f"wrote {path}")
+    return 1 if summary.errors else 0

@@ -1,0 +1,130 @@
+"""The benchmark's figures: accuracy against depth, Recall@1 per method, the ablation sweeps.
+
+Each takes the table cells of `vmfml.bench.report.by_cell` and writes one PNG into the results
+folder, or returns None when the results hold nothing to draw. Error bars are one sample
+standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vmfml.bench.profiles import ABLATIONS, VMF_METHODS
+from vmfml.bench.report import _method_order, _setting_order, cell_stat
+
+Cells = dict[tuple[str, str, str], list[dict[str, Any]]]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_depth(cells: Cells, out_dir: Path) -> Path | None:
+    """Test accuracy (each loss's classifier) against the number of conv blocks, one line per method."""
+    settings = sorted({s for (e, s, _) in cells if e == "classification"}, key=_setting_order)
+    if not settings:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = sorted({m for (e, _, m) in cells if e == "classification"}, key=_method_order)
+    for method in methods:
+        xs, ys, errs = [], [], []
+        for setting in settings:
+            stat = cell_stat(
+                cells.get(("classification", setting, method), []), "classifier_accuracy"
+            )
+            if stat is not None:
+                xs.append(_setting_order(setting)[1])
+                ys.append(100 * stat.mean)
+                errs.append(100 * stat.std)
+        style = "-" if method in VMF_METHODS else "--"
+        ax.errorbar(xs, ys, yerr=errs, fmt="o" + style, capsize=3, label=method)
+    ax.set_xlabel("depth (conv blocks of the small CNN)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(sorted({_setting_order(s)[1] for s in settings}))
+    ax.set_title("Classification: accuracy against depth (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / "accuracy_vs_depth.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_recall_at_1(cells: Cells, out_dir: Path) -> Path | None:
+    """Recall@1 on the unseen classes per method, one panel per backbone."""
+    backbones = sorted({s for (e, s, _) in cells if e == "retrieval"})
+    if not backbones:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(backbones), figsize=(6 * len(backbones), 5), squeeze=False)
+    for ax, backbone in zip(axes[0], backbones, strict=True):
+        methods = sorted(
+            {m for (e, s, m) in cells if e == "retrieval" and s == backbone}, key=_method_order
+        )
+        stats = [cell_stat(cells.get(("retrieval", backbone, m), []), "recall@1") for m in methods]
+        shown = [(m, s) for m, s in zip(methods, stats, strict=True) if s is not None]
+        ys = range(len(shown))
+        colors = ["tab:blue" if m in VMF_METHODS else "tab:gray" for m, _ in shown]
+        ax.barh(
+            list(ys),
+            [100 * s.mean for _, s in shown],
+            xerr=[100 * s.std for _, s in shown],
+            color=colors,
+            capsize=3,
+        )
+        ax.set_yticks(list(ys), [m for m, _ in shown])
+        ax.invert_yaxis()
+        ax.set_xlabel("Recall@1 on unseen classes (%)")
+        ax.set_title(backbone)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Retrieval: Recall@1 per method (mean ± std over seeds; vMF in blue)")
+    fig.tight_layout()
+    path = out_dir / "recall_at_1.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_ablations(cells: Cells, out_dir: Path) -> Path | None:
+    """Recall@1 against kappa, embedding dimension and refresh period (one panel each)."""
+    present = [name for name in ABLATIONS if any(e == name for (e, _, _) in cells)]
+    if not present:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(present), figsize=(4.5 * len(present), 4), squeeze=False)
+    for ax, name in zip(axes[0], present, strict=True):
+        values = sorted({s for (e, s, _) in cells if e == name}, key=_setting_order)
+        stats = [
+            cell_stat(
+                [r for (e, s, _), rs in cells.items() if e == name and s == v for r in rs],
+                "recall@1",
+            )
+            for v in values
+        ]
+        points = [(v, s) for v, s in zip(values, stats, strict=True) if s is not None]
+        positions = list(range(len(points)))
+        ax.errorbar(
+            positions,
+            [100 * s.mean for _, s in points],
+            yerr=[100 * s.std for _, s in points],
+            fmt="o-",
+            capsize=3,
+        )
+        ax.set_xticks(positions, [v for v, _ in points])
+        ax.set_xlabel(name)
+        ax.set_ylabel("Recall@1 (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("vMF loss ablations (retrieval of unseen classes)")
+    fig.tight_layout()
+    path = out_dir / "ablations.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

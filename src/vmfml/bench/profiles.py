@@ -1,0 +1,371 @@
+"""What the benchmark runs: the compared methods, the budgets of each profile, and the run plan.
+
+Three experiments test the paper's claims side by side with the best-known losses:
+
+- `classification` (claims 1 and 2): Fashion-MNIST, the small CNN at depths 1 to 4; softmax
+  cross-entropy, the vMF loss with global / accumulate / ema mean directions, the vMF loss with
+  learned directions (= normalized softmax), ArcFace and CosFace. Test accuracy of each loss's
+  own classifier.
+- `retrieval` (claim 3): the combined 30-class set (Fashion-MNIST, Animal-MNIST, MNIST digits),
+  trained on half of each source's classes and tested on the 15 unseen ones; a small CNN from
+  scratch and EfficientNet-Lite0 with its ImageNet weights. Recall@K, MAP@R, NMI.
+- `ablations`: the vMF loss (global directions) on the retrieval small CNN, sweeping kappa, the
+  embedding dimension, and the refresh period of the global mean directions.
+
+Fairness: every method within an experiment (and backbone, and depth) gets the same data,
+network, epochs, batch size, optimizer, learning-rate schedule and seeds; only the loss differs.
+The one per-loss difference is the one the authors ask for: the proxy and class-weight losses
+(proxy-NCA, proxy-anchor, ArcFace, CosFace, normalized softmax) may train their own parameters
+at a multiple of the network's learning rate (`lr_multiplier` on the loss, applied by the
+training loop; proxy-anchor's authors use 100x). Every other hyperparameter of a baseline is the
+one its paper recommends (`vmfml.losses.baselines`). Timings come from the same runs as the
+accuracies.
+
+Each run is one `TrainConfig`; its id is a hash of its settings (runtime-only keys excluded), so
+an interrupted benchmark resumes where it stopped and a run shared by two experiments (the
+ablation's default kappa is the retrieval run) is trained once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from vmfml.train.config import load_config
+
+# Config keys that change how a run is executed or reported but not its result: left out of the
+# run id, so the same run on another device or folder is recognised as done.
+RUNTIME_KEYS = frozenset(
+    {"device", "num_workers", "threads", "progress", "plots", "out_dir", "eval_every", "data_root"}
+)
+
+# method name -> the config keys that select its loss.
+METHODS: dict[str, dict[str, Any]] = {
+    "softmax": {"loss": "softmax"},
+    "vmf-global": {"loss": "vmf", "directions": "global"},
+    "vmf-accumulate": {"loss": "vmf", "directions": "accumulate"},
+    "vmf-ema": {"loss": "vmf", "directions": "ema"},
+    "vmf-learned": {"loss": "vmf", "directions": "learned"},
+    "normalized_softmax": {"loss": "normalized_softmax"},
+    "arcface": {"loss": "arcface"},
+    "cosface": {"loss": "cosface"},
+    "triplet": {"loss": "triplet"},
+    "contrastive": {"loss": "contrastive"},
+    "lifted_structure": {"loss": "lifted_structure"},
+    "npair": {"loss": "npair"},
+    "multi_similarity": {"loss": "multi_similarity"},
+    "proxy_nca": {"loss": "proxy_nca"},
+    "proxy_anchor": {"loss": "proxy_anchor"},
+}
+VMF_METHODS = ("vmf-global", "vmf-accumulate", "vmf-ema", "vmf-learned")
+CLASSIFICATION_METHODS = ("softmax", *VMF_METHODS, "arcface", "cosface")
+RETRIEVAL_METHODS = (
+    *VMF_METHODS,
+    "softmax",
+    "triplet",
+    "contrastive",
+    "lifted_structure",
+    "npair",
+    "multi_similarity",
+    "proxy_nca",
+    "proxy_anchor",
+    "normalized_softmax",
+    "arcface",
+    "cosface",
+)
+EXPERIMENTS = ("classification", "retrieval", "ablations")
+# The ablation tables; each is one experiment name in the results.
+ABLATIONS = ("kappa", "embed_dim", "refresh_period")
+ABLATION_METHOD = "vmf-global"
+
+
+class Group(NamedTuple):
+    """One cell of a results table a run belongs to: the experiment and its column ("depth=2")."""
+
+    experiment: str
+    setting: str
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A network of the retrieval experiment and its training budget (config overrides)."""
+
+    name: str
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The budgets of one benchmark size. `*_settings` are TrainConfig overrides."""
+
+    name: str
+    description: str
+    seeds: int
+    classification_methods: tuple[str, ...]
+    depths: tuple[int, ...]
+    classification_settings: Mapping[str, Any]
+    retrieval_methods: tuple[str, ...]
+    backbones: tuple[Backbone, ...]
+    kappas: tuple[float, ...]
+    embed_dims: tuple[int, ...]
+    refresh_periods: tuple[str, ...]
+    ablation_seeds: int = 1
+
+
+@dataclass
+class RunSpec:
+    """One training run of the plan.
+
+    `settings` are the TrainConfig overrides that define the run (seed included); `groups` the
+    table cells it fills; `phase` names its workload (runs of one phase run side by side, so
+    that their timings are measured under the same conditions); `cost_key` groups runs that take
+    about the same time (for the time budget).
+    """
+
+    method: str
+    seed: int
+    settings: dict[str, Any]
+    groups: list[Group]
+    phase: str
+    cost_key: str
+    run_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.run_id = run_id(self.settings)
+
+
+def canonical_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The full config of a run (defaults filled in, values parsed), runtime keys left out.
+
+    Raises ValueError for an unknown key or a bad value, naming it.
+    """
+    full = load_config(None, dict(settings)).to_dict()
+    return {k: v for k, v in sorted(full.items()) if k not in RUNTIME_KEYS}
+
+
+def run_id(settings: Mapping[str, Any]) -> str:
+    """A 16-hex-digit hash of a run's canonical settings: equal settings, equal id."""
+    return _run_id(json.dumps(dict(settings), sort_keys=True, default=list))
+
+
+@functools.lru_cache(maxsize=4096)
+def _run_id(settings_json: str) -> str:
+    # Cached: parsing a config is slow next to planning, and plans repeat the same settings.
+    canonical = canonical_settings(json.loads(settings_json))
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_CLASSIFICATION_DATA = {"data": "fashion-mnist", "split": "standard", "model": "small_cnn"}
+_RETRIEVAL_DATA = {"data": "combined-30", "split": "class-disjoint"}
+# Every run evaluates once, at the end: per-epoch test passes would only add cost.
+_COMMON = {"eval_ks": (1, 2, 4, 8), "eval_every": 0}
+_SMALL_CNN_RETRIEVAL = {"model": "small_cnn", "depth": 3, "width": 1.0, "augment": "none"}
+# Fine-tuning an ImageNet network: the peak learning rate of the DML fine-tuning literature
+# (Proxy-Anchor: AdamW 1e-4), not that of training from scratch. 64 px is about the smallest
+# input where its ImageNet features still work: measured on 2,000 test images of the 15 unseen
+# classes with an untrained head, Recall@1 is 0.84 at 64 px and 0.09 (chance) at 32 px.
+_EFFICIENTNET = {
+    "model": "efficientnet_lite0",
+    "pretrained": True,
+    "image_size": 64,
+    "augment": "none",
+    "lr": 1e-4,
+}
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick",
+        description="CI smoke test: tiny subsets, 1 epoch, 1 seed, a few methods (a few minutes on 2 CPU cores)",
+        seeds=1,
+        classification_methods=("softmax", "vmf-global"),
+        depths=(1, 2),
+        classification_settings={
+            "train_subset": 1000,
+            "epochs": 1,
+            "width": 0.5,
+            "batch_size": 100,
+        },
+        retrieval_methods=("vmf-global", "vmf-accumulate", "triplet"),
+        backbones=(
+            Backbone(
+                "small_cnn",
+                {
+                    **_SMALL_CNN_RETRIEVAL,
+                    "depth": 2,
+                    "width": 0.5,
+                    "train_subset": 1000,
+                    "epochs": 1,
+                    "batch_size": 100,
+                },
+            ),
+        ),
+        # The defaults (kappa 16, dimension 128, refresh every epoch) are the retrieval run itself.
+        kappas=(8.0, 16.0),
+        embed_dims=(128,),
+        refresh_periods=("epoch", "3"),
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="reduced budgets for a 2-core CPU (about 1-2 hours): training subsets, few epochs, small CNN only",
+        seeds=3,
+        classification_methods=CLASSIFICATION_METHODS,
+        depths=(1, 2, 3, 4),
+        classification_settings={"train_subset": 4000, "epochs": 2, "width": 1.0},
+        retrieval_methods=RETRIEVAL_METHODS,
+        backbones=(
+            Backbone(
+                "small_cnn",
+                {**_SMALL_CNN_RETRIEVAL, "width": 1.0, "train_subset": 4000, "epochs": 2},
+            ),
+        ),
+        kappas=(4.0, 8.0, 16.0, 32.0, 64.0),
+        embed_dims=(16, 32, 64, 128, 256),
+        # 4,000 training images / 128 = 31 iterations per epoch: every epoch, ~4 and ~2 per epoch.
+        refresh_periods=("epoch", "8", "16"),
+    ),
+    # Sized for `benchmarks/run_gpu.sh`: ~470 s of runs on one H100 with 8 runs side by side
+    # (estimates, not measurements: per training step ~3-4 ms for the small CNN, ~10 ms for
+    # EfficientNet-Lite0 at 64 px; per run ~3-6 s of loading and evaluation, the retrieval metrics
+    # on the CPU). Classification 84 runs x 4 epochs of 30,000 images ~ 140 s; retrieval small CNN
+    # 45 runs x 8 epochs of 15,000 ~ 60 s; EfficientNet 45 runs x 3 epochs ~ 75-110 s; ablations
+    # 10 runs ~ 20 s. What does not fit the time budget is left out from the end of the plan:
+    # ablations first, then the last seeds of the EfficientNet table.
+    "full": Profile(
+        name="full",
+        description="the real budgets, for one GPU (sized for about 8 minutes on an H100 with 8 runs side by side)",
+        seeds=3,
+        classification_methods=CLASSIFICATION_METHODS,
+        depths=(1, 2, 3, 4),
+        classification_settings={"train_subset": 30000, "epochs": 4, "width": 1.0},
+        retrieval_methods=RETRIEVAL_METHODS,
+        backbones=(
+            Backbone("small_cnn", {**_SMALL_CNN_RETRIEVAL, "epochs": 8}),
+            Backbone("efficientnet_lite0", {**_EFFICIENTNET, "epochs": 3}),
+        ),
+        kappas=(4.0, 8.0, 16.0, 32.0, 64.0),
+        embed_dims=(16, 32, 64, 128, 256),
+        # 15,000 training images / 128 = 117 iterations per epoch: 4 refreshes per epoch, 1, and
+        # one per ~2.5 epochs.
+        refresh_periods=("30", "epoch", "300"),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def parse_experiments(text: str | Sequence[str]) -> tuple[str, ...]:
+    """ "classification,retrieval" -> ("classification", "retrieval"); unknown names refused."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise ValueError(f"no experiment given; valid experiments: {', '.join(EXPERIMENTS)}")
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(
+            f"unknown experiment(s) {', '.join(unknown)}; valid experiments: {', '.join(EXPERIMENTS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _spec(
+    method: str, seed: int, base: Mapping[str, Any], group: Group, phase: str, cost_key: str
+) -> RunSpec:
+    settings = {**_COMMON, **base, **METHODS[method], "seed": seed}
+    return RunSpec(method, seed, settings, [group], phase, cost_key)
+
+
+def plan(
+    profile: Profile, experiments: Iterable[str] = EXPERIMENTS, seeds: int | None = None
+) -> list[RunSpec]:
+    """The runs of `profile`, most important first.
+
+    Order: classification, then retrieval per backbone, then the ablations; within each, seed
+    by seed (every method gets seed 0 before any gets seed 1), so a benchmark cut short still
+    covers every method. Runs with equal settings are merged into one that fills all their
+    table cells.
+
+    Args:
+        profile: the budgets.
+        experiments: a subset of EXPERIMENTS.
+        seeds: seeds per method for the claim experiments (default: the profile's); the
+            ablations use min(seeds, profile.ablation_seeds).
+    """
+    chosen = set(parse_experiments(list(experiments)))
+    seeds = profile.seeds if seeds is None else seeds
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1; got {seeds}")
+    specs: list[RunSpec] = []
+    if "classification" in chosen:
+        base = {**_CLASSIFICATION_DATA, **profile.classification_settings}
+        for seed in range(seeds):
+            for depth in profile.depths:
+                for method in profile.classification_methods:
+                    group = Group("classification", f"depth={depth}")
+                    specs.append(
+                        _spec(
+                            method,
+                            seed,
+                            {**base, "depth": depth},
+                            group,
+                            "classification",
+                            f"classification/depth={depth}",
+                        )
+                    )
+    if "retrieval" in chosen:
+        for backbone in profile.backbones:
+            base = {**_RETRIEVAL_DATA, **backbone.settings}
+            for seed in range(seeds):
+                for method in profile.retrieval_methods:
+                    phase = f"retrieval/{backbone.name}"
+                    specs.append(
+                        _spec(method, seed, base, Group("retrieval", backbone.name), phase, phase)
+                    )
+    if "ablations" in chosen:
+        specs += _ablation_specs(profile, min(seeds, profile.ablation_seeds))
+    return merge_duplicates(specs)
+
+
+def _ablation_specs(profile: Profile, seeds: int) -> list[RunSpec]:
+    backbone = profile.backbones[0]
+    base = {**_RETRIEVAL_DATA, **backbone.settings}
+    phase = f"retrieval/{backbone.name}"
+    sweeps: list[tuple[str, Sequence[Any]]] = [
+        ("kappa", profile.kappas),
+        ("embed_dim", profile.embed_dims),
+        ("refresh_period", profile.refresh_periods),
+    ]
+    specs = []
+    for seed in range(seeds):
+        for key, values in sweeps:
+            for value in values:
+                label = f"{value:g}" if isinstance(value, float) else str(value)
+                cost = phase if key != "refresh_period" else f"{phase}/refresh={value}"
+                specs.append(
+                    _spec(
+                        ABLATION_METHOD, seed, {**base, key: value}, Group(key, label), phase, cost
+                    )
+                )
+    return specs
+
+
+def merge_duplicates(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """Keep the first of runs with equal ids, giving it the table cells of all of them."""
+    merged: dict[str, RunSpec] = {}
+    for spec in specs:
+        if spec.run_id in merged:
+            first = merged[spec.run_id]
+            first.groups.extend(g for g in spec.groups if g not in first.groups)
+        else:
+            merged[spec.run_id] = dataclasses.replace(
+                spec, settings=dict(spec.settings), groups=list(spec.groups)
+            )
+    return list(merged.values())

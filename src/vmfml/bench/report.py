@@ -1,0 +1,554 @@
+"""From `results.jsonl` to `results.md`: mean ± std over seeds per method and setting, and plots.
+
+Tables (markdown, the ones BENCHMARKS.md quotes):
+- classification: test accuracy of each loss's own classifier by depth (claims 1 and 2), the
+  nearest class-mean accuracy (defined the same way for every loss) and the calibration error;
+- retrieval per backbone: Recall@K, MAP@R, R-Precision, NMI on the unseen classes (claim 3);
+- ablations: the vMF loss against kappa, the embedding dimension and the refresh period;
+- cost: seconds per epoch and training images per second of every method, and the extra cost of
+  the global mean directions against accumulated ones, from the same runs.
+
+Each cell is `mean ± std` (sample standard deviation over seeds, in percent for rates), with the
+number of seeds when a cell has fewer than the others; the best mean of a column is bold.
+Only runs with status "ok" enter the statistics; failed and diverged runs are counted.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vmfml.bench.profiles import ABLATIONS, METHODS
+from vmfml.bench.runner import read_records
+
+REPORT_FILE = "results.md"
+# Settings worth naming above a table when every run of it shares them.
+_SHOWN_SETTINGS = (
+    "data",
+    "split",
+    "model",
+    "depth",
+    "width",
+    "pretrained",
+    "image_size",
+    "embed_dim",
+    "train_subset",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "augment",
+    "kappa",
+    "refresh_period",
+)
+_VMF_SETTINGS = ("kappa", "refresh_period")
+_EXPERIMENT_TITLES = {
+    "classification": "Classification",
+    "retrieval": "Retrieval of unseen classes",
+    "kappa": "Ablation: concentration kappa",
+    "embed_dim": "Ablation: embedding dimension",
+    "refresh_period": "Ablation: refresh period of the global mean directions",
+}
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (0 for a single value) of n values."""
+
+    mean: float
+    std: float
+    n: int
+
+
+def summarize(values: Sequence[float]) -> Stat | None:
+    """Mean ± sample std (ddof = 1) of the finite values; None when there are none."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return None
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return Stat(statistics.fmean(finite), std, len(finite))
+
+
+def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last record of each run id (a retried run replaces its failed attempt)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        latest.pop(record["run_id"], None)
+        latest[record["run_id"]] = record
+    return list(latest.values())
+
+
+def by_cell(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """(experiment, setting, method) -> the ok records of that table cell."""
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record.get("status") != "ok":
+            continue
+        for experiment, setting in record["groups"]:
+            cells[(experiment, setting, record["method"])].append(record)
+    return cells
+
+
+def metric(record: dict[str, Any], key: str) -> float | None:
+    """A metric or a per-epoch cost of a record (None if the run did not report it).
+
+    Cost keys: `epoch_s` (training + refresh seconds per epoch), `train_epoch_s`,
+    `refresh_epoch_s`, `images_per_s`, `wall_s` (the whole run with evaluation).
+    """
+    timing = record.get("timing", {})
+    epochs = max(1, int(record.get("settings", {}).get("epochs", 1)))
+    derived = {
+        "epoch_s": timing.get("epoch_seconds_mean"),
+        "train_epoch_s": None
+        if timing.get("train_seconds") is None
+        else timing["train_seconds"] / epochs,
+        "refresh_epoch_s": None
+        if timing.get("refresh_seconds") is None
+        else timing["refresh_seconds"] / epochs,
+        "images_per_s": timing.get("images_per_second"),
+        "wall_s": record.get("wall_seconds"),
+    }
+    if key in derived:
+        return derived[key]
+    value = record.get("metrics", {}).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def cell_stat(records: Sequence[dict[str, Any]], key: str) -> Stat | None:
+    return summarize([v for r in records if (v := metric(r, key)) is not None])
+
+
+def _setting_order(setting: str) -> tuple[int, float, str]:
+    """Numeric settings ("depth=2", "16", "300") in numeric order; words ("epoch") after."""
+    text = setting.split("=", 1)[-1]
+    try:
+        return (0, float(text), setting)
+    except ValueError:
+        return (1, 0.0, setting)
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    names = list(METHODS)
+    return (names.index(method), method) if method in names else (len(names), method)
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    percent: bool = True
+    higher_is_better: bool | None = True  # None: no "best" marked (costs, settings)
+    digits: int = 1
+
+
+def _format(stat: Stat | None, column: Column, full_n: int) -> str:
+    if stat is None:
+        return "–"
+    scale = 100.0 if column.percent else 1.0
+    text = f"{stat.mean * scale:.{column.digits}f}"
+    if stat.n > 1:
+        text += f" ± {stat.std * scale:.{column.digits}f}"
+    if stat.n < full_n:
+        text += f" (n={stat.n})"
+    return text
+
+
+def markdown_table(
+    header: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[Stat | None]]],
+    columns: Sequence[Column],
+) -> str:
+    """A markdown table: one row label then one `mean ± std` cell per column; best mean bold."""
+    full_n = max((s.n for _, stats in rows for s in stats if s is not None), default=0)
+    best: dict[int, float] = {}
+    for j, column in enumerate(columns):
+        means = [stat.mean for _, stats in rows if (stat := stats[j]) is not None]
+        if column.higher_is_better is not None and len(means) > 1:
+            best[j] = max(means) if column.higher_is_better else min(means)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|",
+    ]
+    for label, stats in rows:
+        cells = []
+        for j, (stat, column) in enumerate(zip(stats, columns, strict=True)):
+            text = _format(stat, column, full_n)
+            if stat is not None and j in best and stat.mean == best[j]:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def shared_settings(records: Sequence[dict[str, Any]]) -> str:
+    """The notable settings every record shares, and the seeds: "data fashion-mnist, epochs 4, ..."."""
+    parts = []
+    only_vmf = all(r["settings"].get("loss") == "vmf" for r in records)
+    for key in _SHOWN_SETTINGS:
+        if key in _VMF_SETTINGS and not only_vmf:
+            continue  # kappa and the refresh period mean nothing to the other losses
+        values = {repr(r["settings"].get(key)) for r in records}
+        if len(values) == 1 and records[0]["settings"].get(key) is not None:
+            parts.append(f"{key} {records[0]['settings'][key]}")
+    seeds = sorted({r["seed"] for r in records})
+    parts.append(f"seeds {', '.join(map(str, seeds))}")
+    return ", ".join(parts)
+
+
+# --- the sections -------------------------------------------------------------------------
+
+_RETRIEVAL_COLUMNS = (
+    Column("recall@1", "R@1"),
+    Column("recall@2", "R@2"),
+    Column("recall@4", "R@4"),
+    Column("recall@8", "R@8"),
+    Column("map@r", "MAP@R"),
+    Column("r_precision", "R-Prec."),
+    Column("nmi", "NMI"),
+)
+_COST_COLUMNS = (
+    Column("images_per_s", "train images/s", percent=False, higher_is_better=None, digits=0),
+    Column("train_epoch_s", "train s/epoch", percent=False, higher_is_better=None, digits=2),
+    Column("refresh_epoch_s", "refresh s/epoch", percent=False, higher_is_better=None, digits=2),
+    Column("epoch_s", "s/epoch", percent=False, higher_is_better=None, digits=2),
+    Column("wall_s", "run s (with eval)", percent=False, higher_is_better=None, digits=1),
+)
+
+
+def _settings_of(
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]], experiment: str
+) -> list[str]:
+    return sorted({s for (e, s, _) in cells if e == experiment}, key=_setting_order)
+
+
+def _methods_of(
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]], experiment: str
+) -> list[str]:
+    return sorted({m for (e, _, m) in cells if e == experiment}, key=_method_order)
+
+
+def _records_of(
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]],
+    experiment: str,
+    setting: str | None = None,
+) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for (e, s, _), records in cells.items():
+        if e == experiment and (setting is None or s == setting):
+            seen.update((r["run_id"], r) for r in records)
+    return list(seen.values())
+
+
+def classification_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+    settings = _settings_of(cells, "classification")
+    if not settings:
+        return []
+    methods = _methods_of(cells, "classification")
+    out = [
+        f"## {_EXPERIMENT_TITLES['classification']}",
+        "",
+        f"Shared settings: {shared_settings(_records_of(cells, 'classification'))}.",
+        "",
+    ]
+    tables = (
+        (
+            "classifier_accuracy",
+            "Test accuracy (%) of each loss's own classifier (softmax: its linear layer; vMF: the mean directions; ArcFace/CosFace: their class weights)",
+            True,
+        ),
+        (
+            "accuracy",
+            "Nearest class-mean accuracy (%): each class's mean direction over the training embeddings, the same rule for every loss",
+            True,
+        ),
+        (
+            "ece",
+            "Expected calibration error (%) of the classifier's probabilities (lower is better)",
+            False,
+        ),
+    )
+    for key, title, higher in tables:
+        columns = [Column(key, s, higher_is_better=higher) for s in settings]
+        rows = [
+            (m, [cell_stat(cells.get(("classification", s, m), []), key) for s in settings])
+            for m in methods
+        ]
+        if all(stat is None for _, stats in rows for stat in stats):
+            continue
+        out += [f"**{title}.**", "", markdown_table(["method", *settings], rows, columns), ""]
+    return out
+
+
+def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+    backbones = _settings_of(cells, "retrieval")
+    if not backbones:
+        return []
+    out = [f"## {_EXPERIMENT_TITLES['retrieval']}", ""]
+    for backbone in backbones:
+        records = _records_of(cells, "retrieval", backbone)
+        present = [
+            c for c in _RETRIEVAL_COLUMNS if any(metric(r, c.key) is not None for r in records)
+        ]
+        rows = [
+            (m, [cell_stat(cells.get(("retrieval", backbone, m), []), c.key) for c in present])
+            for m in _methods_of(cells, "retrieval")
+        ]
+        out += [
+            f"### Backbone: {backbone}",
+            "",
+            f"Shared settings: {shared_settings(records)}. Metrics in % on the test classes, unseen in training.",
+            "",
+            markdown_table(["method", *(c.title for c in present)], rows, present),
+            "",
+        ]
+    return out
+
+
+def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+    out: list[str] = []
+    for name in ABLATIONS:
+        values = _settings_of(cells, name)
+        if not values:
+            continue
+        records = _records_of(cells, name)
+        columns = [
+            Column("recall@1", "R@1"),
+            Column("map@r", "MAP@R"),
+            Column("nmi", "NMI"),
+            Column("epoch_s", "s/epoch", percent=False, higher_is_better=None, digits=2),
+            Column(
+                "refresh_epoch_s", "refresh s/epoch", percent=False, higher_is_better=None, digits=2
+            ),
+        ]
+        rows = []
+        for value in values:
+            merged = [r for (e, s, _), rs in cells.items() if e == name and s == value for r in rs]
+            rows.append((value, [cell_stat(merged, c.key) for c in columns]))
+        methods = ", ".join(_methods_of(cells, name))
+        out += [
+            f"## {_EXPERIMENT_TITLES[name]}",
+            "",
+            f"Method: {methods}. Shared settings: {shared_settings(records)}.",
+            "",
+            markdown_table([name, *(c.title for c in columns)], rows, columns),
+            "",
+        ]
+    return out
+
+
+def cost_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+    out: list[str] = []
+    for experiment in ("classification", "retrieval"):
+        for setting in _settings_of(cells, experiment):
+            records = _records_of(cells, experiment, setting)
+            rows = [
+                (
+                    m,
+                    [
+                        cell_stat(cells.get((experiment, setting, m), []), c.key)
+                        for c in _COST_COLUMNS
+                    ],
+                )
+                for m in _methods_of(cells, experiment)
+            ]
+            peers = sorted({r.get("concurrent_runs", 1) for r in records})
+            machines = sorted(
+                {
+                    r.get("machine", {}).get("accelerator") or r.get("machine", {}).get("cpu", "?")
+                    for r in records
+                }
+            )
+            out += [
+                f"### Cost: {experiment}, {setting}",
+                "",
+                f"Measured in the runs above, on {', '.join(machines)}; runs in flight at once: {', '.join(map(str, peers))}.",
+                "",
+                markdown_table(["method", *(c.title for c in _COST_COLUMNS)], rows, _COST_COLUMNS),
+                "",
+            ]
+    extra = global_vs_accumulate(cells)
+    if extra:
+        out += ["### Extra cost of global mean directions against accumulated ones", "", extra, ""]
+    return ["## Cost", "", *out] if out else []
+
+
+def global_vs_accumulate(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> str:
+    """Per table cell with both: seconds per epoch of each, the global refresh pass, and the ratio."""
+    rows = []
+    for experiment in ("classification", "retrieval"):
+        for setting in _settings_of(cells, experiment):
+            glob = cells.get((experiment, setting, "vmf-global"), [])
+            acc = cells.get((experiment, setting, "vmf-accumulate"), [])
+            g, a = cell_stat(glob, "epoch_s"), cell_stat(acc, "epoch_s")
+            if g is None or a is None or a.mean <= 0:
+                continue
+            refresh = cell_stat(glob, "refresh_epoch_s")
+            refresh_text = "–" if refresh is None else f"{refresh.mean:.2f}"
+            rows.append(
+                f"| {experiment} {setting} | {a.mean:.2f} | {g.mean:.2f} | {refresh_text} | {100 * (g.mean / a.mean - 1):+.0f}% |"
+            )
+    if not rows:
+        return ""
+    header = "| table | accumulate s/epoch | global s/epoch | global refresh s/epoch | extra time of global |\n|---|--:|--:|--:|--:|"
+    return "\n".join([header, *rows])
+
+
+def provenance(records: Sequence[dict[str, Any]]) -> list[str]:
+    counts: dict[str, int] = defaultdict(int)
+    for record in records:
+        counts[record.get("status", "?")] += 1
+    commits = sorted(
+        {
+            f"{r.get('git_commit', 'unknown')[:12]}{' (uncommitted changes)' if r.get('git_dirty') else ''}"
+            for r in records
+        }
+    )
+    machines = sorted({_machine_text(r.get("machine", {})) for r in records if r.get("machine")})
+    profiles = sorted({str(r.get("profile")) for r in records})
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    lines = [
+        f"Profile(s): {', '.join(profiles)}. Runs: {status}.",
+        f"Code: {', '.join(commits)}. Machine(s): {'; '.join(machines) or 'unknown'}.",
+    ]
+    failed = [r for r in records if r.get("status") != "ok"]
+    for record in failed[:20]:
+        cells = ", ".join(f"{e} {s}" for e, s in record["groups"])
+        lines.append(
+            f"- {record.get('status')}: {record['method']} seed {record['seed']} ({cells}): {str(record.get('error', ''))[:200]}"
+        )
+    return lines
+
+
+def _machine_text(machine: dict[str, Any]) -> str:
+    device = machine.get("accelerator") or machine.get("device", "?")
+    return f"{machine.get('host', '?')} ({machine.get('cpu_count', '?')} CPU cores, {device}, torch {machine.get('torch', '?')})"
+
+
+# (experiment, metric, method A, method B, what "A beats B" tests)
+_CLAIMS = (
+    (
+        "classification",
+        "classifier_accuracy",
+        "vmf-global",
+        "softmax",
+        "claim 1: vMF (global) vs softmax CE",
+    ),
+    (
+        "classification",
+        "classifier_accuracy",
+        "vmf-global",
+        "vmf-learned",
+        "claim 2: global vs learned directions",
+    ),
+    (
+        "classification",
+        "classifier_accuracy",
+        "vmf-accumulate",
+        "vmf-global",
+        "accumulate vs global (no extra pass)",
+    ),
+    ("retrieval", "recall@1", "vmf-global", "vmf-learned", "claim 2: global vs learned directions"),
+    ("retrieval", "recall@1", "vmf-global", "triplet", "claim 3: vMF vs triplet"),
+    ("retrieval", "recall@1", "vmf-global", "contrastive", "claim 3: vMF vs contrastive"),
+    ("retrieval", "recall@1", "vmf-global", "lifted_structure", "claim 3: vMF vs lifted structure"),
+    ("retrieval", "recall@1", "vmf-global", "npair", "claim 3: vMF vs N-pair"),
+    (
+        "retrieval",
+        "recall@1",
+        "vmf-accumulate",
+        "vmf-global",
+        "accumulate vs global (no extra pass)",
+    ),
+)
+
+
+def paired_difference(
+    a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], key: str
+) -> tuple[Stat, int] | None:
+    """Mean ± std over seeds of metric(a) - metric(b), paired by seed (the same data split,
+    order and initial weights), and how many seeds have a positive difference."""
+    by_seed = {r["seed"]: v for r in b if (v := metric(r, key)) is not None}
+    diffs = [
+        v - by_seed[r["seed"]]
+        for r in a
+        if (v := metric(r, key)) is not None and r["seed"] in by_seed
+    ]
+    stat = summarize(diffs)
+    return None if stat is None else (stat, sum(d > 0 for d in diffs))
+
+
+def claims_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+    """The paper's claims at a glance: paired differences A - B in percentage points."""
+    rows = []
+    for experiment, key, a, b, what in _CLAIMS:
+        for setting in _settings_of(cells, experiment):
+            pair = paired_difference(
+                cells.get((experiment, setting, a), []),
+                cells.get((experiment, setting, b), []),
+                key,
+            )
+            if pair is None:
+                continue
+            stat, wins = pair
+            spread = f" ± {100 * stat.std:.1f}" if stat.n > 1 else ""
+            rows.append(
+                f"| {what} | {experiment} {setting} | {key} | {100 * stat.mean:+.1f}{spread} | {wins}/{stat.n} |"
+            )
+    if not rows:
+        return []
+    header = [
+        "## The claims at a glance",
+        "",
+        "Difference A − B in percentage points, paired by seed (mean ± std), and the seeds where A is ahead.",
+        "",
+        "| comparison (A vs B) | table | metric | A − B | seeds A ahead |",
+        "|---|---|---|--:|--:|",
+    ]
+    return [*header, *rows, ""]
+
+
+def render(records: Sequence[dict[str, Any]]) -> str:
+    """The whole markdown report of a results file's records."""
+    latest = latest_records(records)
+    cells = by_cell(latest)
+    sections: list[Callable[[dict[tuple[str, str, str], list[dict[str, Any]]]], list[str]]] = [
+        claims_section,
+        classification_section,
+        retrieval_section,
+        ablation_section,
+        cost_section,
+    ]
+    lines = ["# vmfml benchmark results", "", *provenance(latest), ""]
+    lines.append(
+        "Each cell: mean ± sample standard deviation over seeds (n = seeds when fewer than the others); best mean in bold."
+    )
+    lines.append("")
+    for section in sections:
+        lines += section(cells)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results_dir: str | Path) -> list[Path]:
+    """Write results.md and the plots from results_dir/results.jsonl; returns the files written."""
+    from vmfml.bench.plots import plot_ablations, plot_accuracy_vs_depth, plot_recall_at_1
+
+    results_dir = Path(results_dir)
+    records = latest_records(read_records(results_dir))
+    report = results_dir / REPORT_FILE
+    report.write_text(render(records))
+    written = [report]
+    cells = by_cell(records)
+    for plot in (plot_accuracy_vs_depth, plot_recall_at_1, plot_ablations):
+        path = plot(cells, results_dir)
+        if path is not None:
+            written.append(path)
+    return written

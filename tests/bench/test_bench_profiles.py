@@ -1,0 +1,126 @@
+"""The benchmark plan: what runs, in which order, and that the comparison is fair."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from vmfml.bench.profiles import (
+    CLASSIFICATION_METHODS,
+    METHODS,
+    PROFILES,
+    RETRIEVAL_METHODS,
+    Group,
+    get_profile,
+    parse_experiments,
+    plan,
+    run_id,
+)
+from vmfml.losses import list_losses
+from vmfml.train.config import load_config
+
+LOSS_KEYS = {"loss", "directions", "seed"}
+
+
+def test_every_method_names_a_loss_the_trainer_builds() -> None:
+    for method, settings in METHODS.items():
+        assert settings["loss"] in list_losses(), method
+        load_config(None, settings)  # directions and other keys are valid config values
+
+
+def test_full_profile_holds_every_claim_run_with_three_seeds() -> None:
+    specs = plan(get_profile("full"))
+    cells: dict[Group, set[tuple[str, int]]] = defaultdict(set)
+    for spec in specs:
+        for group in spec.groups:
+            cells[group].add((spec.method, spec.seed))
+    for depth in (1, 2, 3, 4):
+        expected = {(m, s) for m in CLASSIFICATION_METHODS for s in range(3)}
+        assert cells[Group("classification", f"depth={depth}")] == expected
+    for backbone in ("small_cnn", "efficientnet_lite0"):
+        assert cells[Group("retrieval", backbone)] == {
+            (m, s) for m in RETRIEVAL_METHODS for s in range(3)
+        }
+    assert {m for m in RETRIEVAL_METHODS} >= {
+        "triplet",
+        "contrastive",
+        "lifted_structure",
+        "npair",
+        "proxy_anchor",
+        "vmf-global",
+    }
+    # 7 x 4 x 3 + 15 x 2 x 3 + (5 + 5 + 3 ablation values, 3 of them the retrieval run itself)
+    assert len(specs) == 84 + 90 + 10
+    assert len({s.run_id for s in specs}) == len(specs)
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_methods_of_one_table_cell_differ_only_in_their_loss(name: str) -> None:
+    """Same data, network, epochs, batch size, lr and seeds for every method of a cell."""
+    by_group: dict[Group, list[dict[str, object]]] = defaultdict(list)
+    for spec in plan(get_profile(name)):
+        for group in spec.groups:
+            if group.experiment in ("classification", "retrieval"):
+                by_group[group].append(spec.settings)
+    assert by_group
+    for group, settings in by_group.items():
+        shared = [{k: v for k, v in s.items() if k not in LOSS_KEYS} for s in settings]
+        assert all(s == shared[0] for s in shared), group
+        seeds_per_method: dict[str, set[object]] = defaultdict(set)
+        for s in settings:
+            seeds_per_method[f"{s['loss']}/{s.get('directions')}"].add(s["seed"])
+        assert len({frozenset(v) for v in seeds_per_method.values()}) == 1, group
+
+
+def test_order_is_claims_seed_by_seed_then_ablations() -> None:
+    specs = plan(get_profile("full"))
+    experiments = [spec.groups[0].experiment for spec in specs]
+    first_ablation = next(
+        i for i, e in enumerate(experiments) if e not in ("classification", "retrieval")
+    )
+    assert all(e in ("kappa", "embed_dim", "refresh_period") for e in experiments[first_ablation:])
+    assert experiments.index("retrieval") > max(
+        i for i, e in enumerate(experiments) if e == "classification"
+    )
+    for phase in ("classification", "retrieval/small_cnn", "retrieval/efficientnet_lite0"):
+        seeds = [s.seed for s in specs[:first_ablation] if s.phase == phase]
+        assert seeds == sorted(seeds), phase  # every method has seed 0 before any has seed 1
+
+
+def test_ablation_defaults_reuse_the_retrieval_run() -> None:
+    specs = plan(get_profile("full"), ["retrieval", "ablations"])
+    shared = [s for s in specs if Group("kappa", "16") in s.groups]
+    assert len(shared) == 1
+    spec = shared[0]
+    assert spec.method == "vmf-global" and spec.seed == 0
+    assert set(spec.groups) == {
+        Group("retrieval", "small_cnn"),
+        Group("kappa", "16"),
+        Group("embed_dim", "128"),
+        Group("refresh_period", "epoch"),
+    }
+    kappas = sorted(float(g.setting) for s in specs for g in s.groups if g.experiment == "kappa")
+    assert kappas == [4.0, 8.0, 16.0, 32.0, 64.0]
+
+
+def test_run_id_is_a_hash_of_the_settings_only() -> None:
+    base = {"loss": "vmf", "epochs": 2, "seed": 0}
+    assert run_id(base) == run_id({**base, "kappa": 16.0})  # the default, spelled out
+    assert run_id(base) == run_id(
+        {**base, "device": "cuda", "out_dir": "/elsewhere", "progress": False}
+    )
+    assert run_id(base) == run_id({**base, "kappa": "16"})  # parsed like the command line
+    assert run_id(base) != run_id({**base, "seed": 1})
+    assert run_id(base) != run_id({**base, "kappa": 8.0})
+    assert len(run_id(base)) == 16
+
+
+def test_seeds_option_and_bad_names() -> None:
+    assert {s.seed for s in plan(get_profile("quick"), ["classification"], seeds=2)} == {0, 1}
+    with pytest.raises(ValueError, match="valid profiles: quick, cpu, full"):
+        get_profile("huge")
+    with pytest.raises(ValueError, match="valid experiments: classification, retrieval, ablations"):
+        parse_experiments("classification,retreival")
+    with pytest.raises(ValueError, match="seeds must be at least 1"):
+        plan(get_profile("quick"), seeds=0)

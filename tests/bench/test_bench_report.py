@@ -1,0 +1,238 @@
+"""The report: statistics checked against numpy, tables and plots from hand-made records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vmfml.bench.report import (
+    by_cell,
+    global_vs_accumulate,
+    latest_records,
+    render,
+    summarize,
+    write_report,
+)
+from vmfml.bench.runner import append_record
+from vmfml.cli import main
+
+
+def record(
+    run_id: str,
+    method: str,
+    seed: int,
+    groups: list[list[str]],
+    status: str = "ok",
+    epochs: int = 2,
+    **metrics: float,
+) -> dict[str, Any]:
+    epoch_s = 3.0 if method == "vmf-global" else 2.0
+    return {
+        "run_id": run_id,
+        "status": status,
+        "method": method,
+        "seed": seed,
+        "groups": groups,
+        "profile": "test",
+        "settings": {
+            "data": "fashion-mnist",
+            "model": "small_cnn",
+            "epochs": epochs,
+            "batch_size": 128,
+            "lr": 0.003,
+            "loss": method,
+        },
+        "metrics": metrics,
+        "timing": {
+            "train_seconds": 2.0 * epochs,
+            "refresh_seconds": (1.0 if method == "vmf-global" else 0.0) * epochs,
+            "epoch_seconds_mean": epoch_s,
+            "images_per_second": 1500.0,
+        },
+        "wall_seconds": 10.0,
+        "concurrent_runs": 4,
+        "git_commit": "0123456789abcdef",
+        "git_dirty": False,
+        "machine": {"host": "box", "cpu_count": 16, "accelerator": "NVIDIA H100", "torch": "2.11"},
+        "error": "the loss became nan" if status != "ok" else None,
+    }
+
+
+@pytest.fixture()
+def records() -> list[dict[str, Any]]:
+    acc = {"vmf-global": [0.89, 0.91, 0.90], "softmax": [0.80, 0.84, 0.82]}
+    out = []
+    for method, values in acc.items():
+        for seed, a in enumerate(values):
+            out.append(
+                record(
+                    f"{method}-{seed}",
+                    method,
+                    seed,
+                    [["classification", "depth=1"]],
+                    classifier_accuracy=a,
+                    accuracy=a - 0.01,
+                    ece=0.05,
+                )
+            )
+    out.append(
+        record(
+            "acc-0",
+            "vmf-accumulate",
+            0,
+            [["classification", "depth=1"]],
+            classifier_accuracy=0.88,
+            accuracy=0.87,
+            ece=0.04,
+        )
+    )
+    out.append(
+        record(
+            "acc-1",
+            "vmf-accumulate",
+            1,
+            [["classification", "depth=1"]],
+            classifier_accuracy=0.86,
+            accuracy=0.85,
+            ece=0.04,
+        )
+    )
+    out.append(
+        record(
+            "r-0",
+            "vmf-global",
+            0,
+            [["retrieval", "small_cnn"], ["kappa", "16"]],
+            **{"recall@1": 0.7, "recall@2": 0.8, "map@r": 0.3, "nmi": 0.6},
+        )
+    )
+    out.append(
+        record(
+            "r-1",
+            "vmf-global",
+            0,
+            [["kappa", "8"]],
+            **{"recall@1": 0.6, "recall@2": 0.7, "map@r": 0.2, "nmi": 0.5},
+        )
+    )
+    out.append(record("r-2", "triplet", 0, [["retrieval", "small_cnn"]], status="diverged"))
+    return out
+
+
+def test_summarize_matches_numpy_sample_std() -> None:
+    values = [0.81, 0.87, 0.84, 0.9]
+    stat = summarize(values)
+    assert stat is not None and stat.n == 4
+    assert stat.mean == pytest.approx(np.mean(values))
+    assert stat.std == pytest.approx(np.std(values, ddof=1))
+    assert summarize([0.5]) == summarize([0.5, float("nan")])  # NaN (a diverged metric) left out
+    assert summarize([0.5]).std == 0.0  # type: ignore[union-attr]
+    assert summarize([]) is None
+
+
+def test_latest_record_of_a_run_wins() -> None:
+    failed = record("x", "softmax", 0, [["classification", "depth=1"]], status="error")
+    retried = record("x", "softmax", 0, [["classification", "depth=1"]], classifier_accuracy=0.8)
+    assert latest_records([failed, retried]) == [retried]
+    assert by_cell([failed])[("classification", "depth=1", "softmax")] == []
+
+
+def test_tables_hold_mean_std_n_and_best_in_bold(records: list[dict[str, Any]]) -> None:
+    text = render(records)
+    # vmf-global: mean 90.0, std of (89, 91, 90) = 1.0; softmax: 82.0 ± 2.0; accumulate 2 seeds.
+    assert "| vmf-global | **90.0 ± 1.0** |" in text
+    assert "| softmax | 82.0 ± 2.0 |" in text
+    assert "| vmf-accumulate | 87.0 ± 1.4 (n=2) |" in text
+    # ECE: lower is better, so the accumulate row is bold there.
+    assert "| vmf-accumulate | **4.0 ± 0.0 (n=2)** |" in text
+    # Retrieval: one ok run, the diverged triplet run counted but kept out of the table.
+    assert "### Backbone: small_cnn" in text
+    assert (
+        "| vmf-global | 70.0 | 80.0 | – | – | 30.0 | – | 60.0 |" not in text
+    )  # absent columns dropped
+    assert "| vmf-global | 70.0 | 80.0 | 30.0 | 60.0 |" in text
+    assert "| triplet |" not in text
+    assert (
+        "1 diverged, 10 ok" in text and "- diverged: triplet seed 0 (retrieval small_cnn)" in text
+    )
+    # Ablation: the kappa sweep in numeric order, the shared retrieval run among them.
+    kappa = text[text.index("## Ablation: concentration kappa") :]
+    assert kappa.index("| 8 |") < kappa.index("| 16 |")
+    assert (
+        "Shared settings: data fashion-mnist, model small_cnn, epochs 2, batch_size 128, lr 0.003, seeds 0, 1, 2."
+        in text
+    )
+    assert "Code: 0123456789ab." in text and "NVIDIA H100" in text
+
+
+def test_cost_of_global_against_accumulate(records: list[dict[str, Any]]) -> None:
+    table = global_vs_accumulate(by_cell(records))
+    # global 3.0 s/epoch (1.0 of them the refresh pass) against accumulate 2.0: +50 %.
+    assert "| classification depth=1 | 2.00 | 3.00 | 1.00 | +50% |" in table
+    text = render(records)
+    assert "### Cost: classification, depth=1" in text
+    assert "| vmf-global | 1500 | 2.00 | 1.00 | 3.00 | 10.0 |" in text
+    assert "runs in flight at once: 4" in text
+
+
+def test_write_report_and_cli_report(tmp_path: Path, records: list[dict[str, Any]]) -> None:
+    for r in records:
+        append_record(tmp_path, r)
+    written = write_report(tmp_path)
+    names = sorted(p.name for p in written)
+    assert names == ["ablations.png", "accuracy_vs_depth.png", "recall_at_1.png", "results.md"]
+    for path in written:
+        assert path.stat().st_size > 0
+    (tmp_path / "results.md").unlink()
+    assert main(["bench", "report", "--results", str(tmp_path)]) == 0
+    assert "## Classification" in (tmp_path / "results.md").read_text()
+    assert (
+        json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])["run_id"]
+        == "vmf-global-0"
+    )
+
+
+def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "report", "--results", str(tmp_path / "none")]) == 2
+    assert "no results.jsonl" in capsys.readouterr().err
+    assert main(["bench", "--profile", "huge", "--dry-run"]) == 2
+    assert "valid profiles: quick, cpu, full" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "bench",
+                "--profile",
+                "quick",
+                "--experiments",
+                "retrieval",
+                "--dry-run",
+                "--results",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "3 runs, 0 done" in out and "triplet" in out
+
+
+def test_claims_are_paired_differences_by_seed(records: list[dict[str, Any]]) -> None:
+    text = render(records)
+    claims = text[text.index("## The claims at a glance") : text.index("## Classification")]
+    # vmf-global - softmax per seed: 9, 7, 8 points -> 8.0 ± 1.0, ahead on 3 of 3 seeds.
+    assert (
+        "| claim 1: vMF (global) vs softmax CE | classification depth=1 | classifier_accuracy | +8.0 ± 1.0 | 3/3 |"
+        in claims
+    )
+    # accumulate has seeds 0 and 1 only: -1 and -5 points against global.
+    diffs = np.array([0.88 - 0.89, 0.86 - 0.91]) * 100
+    expected = f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} | 0/2 |"
+    assert (
+        f"| accumulate vs global (no extra pass) | classification depth=1 | classifier_accuracy | {expected}"
+        in claims
+    )
+    assert "claim 3" not in claims  # the only tuple-loss run diverged

@@ -1,0 +1,154 @@
+"""The harness: one JSON line per run, resume, failures, time budget, worker processes.
+
+Training is replaced by `bench_fake_trainer.train` (instant, metrics known from the settings), so
+these tests check the harness itself; tests/bench/test_quick.py runs the real thing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from bench_fake_trainer import expected_accuracy
+
+from vmfml.bench.profiles import Group, RunSpec, get_profile, plan
+from vmfml.bench.runner import read_records, results_path, run_benchmark
+
+FAKE = "bench_fake_trainer:train"
+HERE = Path(__file__).resolve().parent
+
+
+def spec(method_loss: str, seed: int = 0, phase: str = "p", depth: int = 1) -> RunSpec:
+    settings = {"loss": method_loss, "depth": depth, "epochs": 1, "seed": seed}
+    return RunSpec(
+        method_loss, seed, settings, [Group("classification", f"depth={depth}")], phase, phase
+    )
+
+
+def run(specs: list[RunSpec], results: Path, **kwargs: object) -> object:
+    return run_benchmark(specs, results, profile="test", progress=False, train_fn=FAKE, **kwargs)  # type: ignore[arg-type]
+
+
+def test_one_record_per_run_with_metrics_settings_and_provenance(tmp_path: Path) -> None:
+    specs = [spec("vmf", 0), spec("softmax", 0), spec("vmf", 1, depth=2)]
+    summary = run(specs, tmp_path)
+    assert summary.finished == 3 and summary.errors == 0  # type: ignore[attr-defined]
+    records = read_records(tmp_path)
+    assert [r["run_id"] for r in records] == [s.run_id for s in specs]
+    for record, s in zip(records, specs, strict=True):
+        assert record["status"] == "ok"
+        assert record["metrics"]["accuracy"] == pytest.approx(
+            expected_accuracy(s.settings | {"depth": s.settings["depth"]})
+        )
+        assert "run" not in record["metrics"]
+        assert record["timing"]["images_per_second"] == 1000.0
+        assert record["settings"]["lr"] == 3e-3  # the full config, defaults filled in
+        assert record["groups"] == [list(g) for g in s.groups]
+        assert record["git_commit"] and record["machine"]["cpu_count"] >= 1
+        assert record["concurrent_runs"] == 1 and record["wall_seconds"] >= 0
+        assert len(record["history"]) == 1
+        # checkpoints are removed, the run's folder stays
+        assert not (tmp_path / "runs" / s.run_id / "checkpoint.pt").exists()
+
+
+def test_rerun_skips_finished_and_diverged_runs_and_retries_errors(tmp_path: Path) -> None:
+    specs = [spec("vmf"), spec("contrastive"), spec("npair"), spec("softmax")]
+    first = run(specs, tmp_path)
+    assert (first.finished, first.diverged, first.errors) == (2, 1, 1)  # type: ignore[attr-defined]
+    statuses = {r["method"]: r["status"] for r in read_records(tmp_path)}
+    assert statuses == {"vmf": "ok", "contrastive": "diverged", "npair": "error", "softmax": "ok"}
+    error = next(r for r in read_records(tmp_path) if r["status"] == "error")
+    assert "CUDA out of memory (simulated)" in error["error"] and "Traceback" in error["traceback"]
+
+    second = run(specs, tmp_path)
+    assert second.skipped_done == 3 and second.errors == 1  # type: ignore[attr-defined]
+    assert len(read_records(tmp_path)) == 5  # only the failed run was tried again
+
+
+def test_max_runs_then_resume_finishes_the_rest(tmp_path: Path) -> None:
+    specs = [spec("vmf", seed) for seed in range(5)]
+    assert run(specs, tmp_path, max_runs=2).finished == 2  # type: ignore[attr-defined]
+    summary = run(specs, tmp_path)
+    assert (summary.skipped_done, summary.finished) == (2, 3)  # type: ignore[attr-defined]
+    assert sorted(r["seed"] for r in read_records(tmp_path)) == [0, 1, 2, 3, 4]
+
+
+def test_truncated_last_line_is_ignored(tmp_path: Path) -> None:
+    specs = [spec("vmf", 0), spec("vmf", 1)]
+    run(specs[:1], tmp_path)
+    with results_path(tmp_path).open("a") as f:
+        f.write('{"run_id": "' + specs[1].run_id + '", "status": "o')  # killed mid-write
+    summary = run(specs, tmp_path)
+    assert summary.skipped_done == 1 and summary.finished == 1  # type: ignore[attr-defined]
+
+
+def test_time_budget_starts_no_run_that_cannot_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAIN_SLEEP", "0.3")
+    specs = [spec("vmf", seed) for seed in range(10)]
+    start = time.monotonic()
+    summary = run(specs, tmp_path, time_budget=1.0)
+    elapsed = time.monotonic() - start
+    # The first run has no estimate and starts; later ones start only while 0.3 s still fit.
+    assert 2 <= summary.finished <= 4  # type: ignore[attr-defined]
+    assert summary.finished + summary.skipped_for_time == 10  # type: ignore[attr-defined]
+    assert elapsed < 2.0
+
+
+@pytest.fixture()
+def worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes are fresh interpreters: let them import the fake trainer too."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    )
+
+
+def _interval(record: dict[str, object]) -> tuple[float, float]:
+    start = dt.datetime.fromisoformat(str(record["started_at"])).timestamp()
+    return start, start + float(record["wall_seconds"])  # type: ignore[arg-type]
+
+
+@pytest.mark.slow  # worker processes start fresh interpreters that import torch
+def test_parallel_workers_run_side_by_side_and_keep_phases_apart(
+    tmp_path: Path, worker_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAIN_SLEEP", "0.4")
+    specs = [spec("vmf", s, phase="a") for s in range(4)] + [
+        spec("softmax", s, phase="b") for s in range(2)
+    ]
+    summary = run(specs, tmp_path, jobs=2)
+    assert summary.finished == 6  # type: ignore[attr-defined]
+    records = {r["run_id"]: r for r in read_records(tmp_path)}
+    assert {r["concurrent_runs"] for r in records.values()} == {2}
+    a_end = max(_interval(records[s.run_id])[1] for s in specs[:4])
+    b_start = min(_interval(records[s.run_id])[0] for s in specs[4:])
+    assert b_start >= a_end - 0.05  # phase b waited for phase a
+    overlap = _interval(records[specs[0].run_id])[1] > _interval(records[specs[1].run_id])[0]
+    assert overlap  # the first two ran at once
+
+
+@pytest.mark.slow
+def test_parallel_deadline_stops_runs_in_flight(
+    tmp_path: Path, worker_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAIN_SLEEP", "30")
+    specs = [spec("vmf", s) for s in range(3)]
+    start = time.monotonic()
+    summary = run(specs, tmp_path, jobs=2, time_budget=2.0)
+    assert time.monotonic() - start < 15
+    assert (summary.finished, summary.cancelled, summary.not_started) == (0, 2, 1)  # type: ignore[attr-defined]
+    assert read_records(tmp_path) == []
+
+
+def test_quick_plan_records_fill_every_table_cell(tmp_path: Path) -> None:
+    specs = plan(get_profile("quick"))
+    run(specs, tmp_path)
+    groups = {tuple(g) for r in read_records(tmp_path) for g in r["groups"]}
+    assert groups == {tuple(g) for s in specs for g in s.groups}
+    line = results_path(tmp_path).read_text().splitlines()[0]
+    assert json.loads(line)["profile"] == "test"
