@@ -75,7 +75,11 @@ class MeanDirections(nn.Module):
         """Add a batch of detached unit embeddings x [B, D] with labels [B] to the class sums."""
         self._check_batch(x, labels)
         self.class_sums.index_add_(0, labels, x.to(torch.float64))
-        self.class_counts += torch.bincount(labels, minlength=self.num_classes)
+        # index_add_ rather than bincount: bincount reads the largest label back from a GPU,
+        # which would stall every training step.
+        self.class_counts.index_add_(
+            0, labels, torch.ones_like(labels, dtype=self.class_counts.dtype)
+        )
 
     def refresh(self, sums: Tensor | None = None, counts: Tensor | None = None) -> None:
         """Set mu from the given sums (or the accumulated ones) and clear the accumulators.

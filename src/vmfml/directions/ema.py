@@ -37,7 +37,8 @@ class EMADirections(MeanDirections):
     def observe(self, x: Tensor, labels: Tensor) -> None:
         """Move the directions of the classes in the batch x [B, D], labels [B] towards their means."""
         self._check_batch(x, labels)
-        counts = torch.bincount(labels, minlength=self.num_classes)
+        # index_add_ rather than bincount, which would stall each step on a GPU (see base.py).
+        counts = torch.zeros_like(self.class_counts).index_add_(0, labels, torch.ones_like(labels))
         sums = torch.zeros_like(self.class_sums).index_add_(0, labels, x.to(torch.float64))
         means = sums / counts.clamp_min(1)[:, None]
         mu = self.mu.double()

@@ -116,7 +116,9 @@ def embed_dataset(
     feats, labels = [], []
     batches = eval_batches(dataset, batch_size, preprocessing, num_workers)
     total = -(-len(dataset) // batch_size)
-    for images, y in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
+    for images, y in tqdm(
+        batches, total=total, desc=desc, disable=None if progress else True, leave=False
+    ):
         feats.append(model(images.to(device), normalize=False).float().cpu())
         labels.append(y)
     model.train(was_training)

@@ -51,8 +51,10 @@ class TrainConfig:
         default=None, metadata={"help": "train on only this many images (quick runs)"}
     )
     augment: str = field(
-        default="flip_crop",
-        metadata={"help": "'none' or 'flip_crop' (random flip and padded crop)"},
+        default="flip",
+        metadata={
+            "help": "'none', 'flip' (random left-right flip) or 'flip_crop' (flip, padded crop)"
+        },
     )
     # --- model ---
     model: str = field(
@@ -92,8 +94,11 @@ class TrainConfig:
         },
     )
     directions: str = field(
-        default="global",
-        metadata={"help": "vMF mean directions: global, accumulate, ema or learned"},
+        default="accumulate",
+        metadata={
+            "help": "vMF mean directions: accumulate, global (the paper's: one extra pass over the "
+            "training set per period), ema or learned"
+        },
     )
     kappa: float = field(
         default=16.0, metadata={"help": "vMF concentration (the softmax scale of the cosines)"}
@@ -109,8 +114,8 @@ class TrainConfig:
         default=0.9, metadata={"help": "momentum of the ema mean directions"}
     )
     # --- optimisation ---
-    epochs: int = field(default=6, metadata={"help": "training epochs"})
-    batch_size: int = field(default=128, metadata={"help": "images per batch"})
+    epochs: int = field(default=5, metadata={"help": "training epochs"})
+    batch_size: int = field(default=256, metadata={"help": "images per batch"})
     lr: float = field(
         default=3e-3, metadata={"help": "peak learning rate (one-cycle cosine schedule)"}
     )

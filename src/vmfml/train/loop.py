@@ -246,7 +246,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
             batches,
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not config.progress,
+            disable=None if config.progress else True,  # None: off when not a terminal
             leave=False,
         )
         start = time.perf_counter()
