@@ -43,7 +43,9 @@ def cpu_name() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=60, help="training steps per method per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results/epoch_cost.md")
@@ -61,13 +63,17 @@ def main() -> None:
         runs[name] = (config, model, loss, torch.optim.AdamW(params, lr=config.lr))
     preprocessing = dict(next(iter(runs.values()))[1].preprocessing)
     # The same batches for every method, prepared once so that only the step is timed.
-    batches = list(train_batches(data.train, base.batch_size, preprocessing, base.augment, epoch_generator(0, 0)))
+    batches = list(
+        train_batches(
+            data.train, base.batch_size, preprocessing, base.augment, epoch_generator(0, 0)
+        )
+    )
     batches = batches[: args.steps]
     steps_per_epoch = len(data.train) // base.batch_size
 
     per_step: dict[str, list[float]] = {name: [] for name in METHODS}
     for _ in range(args.rounds):
-        for name, (config, model, loss, opt) in runs.items():
+        for name, (_, model, loss, opt) in runs.items():
             model.train()
             loss.train()
             start = time.perf_counter()
@@ -111,7 +117,11 @@ def main() -> None:
     for name in METHODS:
         med = statistics.median(per_step[name])
         rounds = ", ".join(f"{1000 * t:.1f}" for t in per_step[name])
-        extra = min(refresh) if name == "vmf-global" else (acc_refresh if name == "vmf-accumulate" else 0.0)
+        extra = (
+            min(refresh)
+            if name == "vmf-global"
+            else (acc_refresh if name == "vmf-accumulate" else 0.0)
+        )
         epoch = med * steps_per_epoch
         lines.append(
             f"| {name} | {1000 * med:.1f} | {rounds} | {epoch:.1f} | {med / soft:.3f} | {extra:.3f} | {epoch + extra:.1f} |"

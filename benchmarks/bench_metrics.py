@@ -239,9 +239,9 @@ def main() -> None:
             "",
             f"Machine: {cpu_model()}, {os.cpu_count()} cores, "
             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024**3:.0f} GB RAM, "
-            f"Python {platform.python_version()}. The cores are shared with other engineers' jobs while "
-            f"this ran (load average 1/5/15 min: {load_before} before, {load_average()} after), so wall "
-            "times are inflated and noisy; CPU s (user + system of the process) is the steadier figure.",
+            f"Python {platform.python_version()}. Load average 1/5/15 min: {load_before} before, "
+            f"{load_average()} after (about 2 means the benchmark had the machine to itself); wall "
+            "times on a shared machine are noisy, CPU s (user + system of the process) is steadier.",
             "",
             f"Command: `{command}`",
         ]
