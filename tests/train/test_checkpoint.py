@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ def test_atomic_save_keeps_the_previous_file_when_writing_fails(
     path = tmp_path / "checkpoint.pt"
     atomic_save({"format": checkpoint.FORMAT, "version": 1, "epoch": 1}, path)
 
-    def broken_save(obj: object, f: object) -> None:
-        f.write(b"partial")  # type: ignore[attr-defined]
+    def broken_save(obj: object, f: str) -> None:
+        Path(f).write_bytes(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.torch, "save", broken_save)
@@ -25,6 +26,9 @@ def test_atomic_save_keeps_the_previous_file_when_writing_fails(
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_load_refuses_missing_truncated_and_foreign_files(tmp_path: Path) -> None:

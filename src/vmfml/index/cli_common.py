@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def add_model_run_arguments(
     parser: argparse.ArgumentParser, batch_size: int = 128, loader: bool = True
@@ -44,25 +42,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an unavailable device is refused by name."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {name!r} asked for, but CUDA is not available here; use --device cpu"
-        )
-    return device
 
 
 def load_gallery(folder: str | Path, preprocessing: Any, on_error: str, progress: bool) -> Any:

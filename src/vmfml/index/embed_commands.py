@@ -21,9 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmfml.index.cli_common import load_gallery, resolve_device
+    from vmfml.index.cli_common import load_gallery
     from vmfml.index.embeddings import embed_folder_to_file
     from vmfml.train.checkpoint import load_embedding_model
+    from vmfml.train.loop import resolve_device
 
     device = resolve_device(args.device)
     model, _ = load_embedding_model(args.checkpoint, map_location=device)

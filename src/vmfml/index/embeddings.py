@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from vmfml.index._files import atomic_write
+from vmfml.files import atomic_write
 
 FORMAT = "vmfml-embeddings"
 VERSION = 1
@@ -196,21 +196,6 @@ def _memmap_member(path: Path, member: str) -> np.ndarray | None:
     )
 
 
-class _Transformed(Dataset):
-    """An image data set seen through the model's evaluation transform."""
-
-    def __init__(self, dataset: Any, transform: Any) -> None:
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[i]
-        return self.transform(image), label
-
-
 @torch.inference_mode()
 def embed_into(
     model: nn.Module,
@@ -236,7 +221,7 @@ def embed_into(
     """
     from tqdm.auto import tqdm
 
-    from vmfml.data.transforms import make_transform
+    from vmfml.data.transforms import TransformedDataset, make_transform
 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -244,7 +229,7 @@ def embed_into(
         raise ValueError(f"out has {out.shape[0]} rows for {len(dataset)} images")
     transform = make_transform(model.preprocessing, train=False)  # type: ignore[arg-type]
     loader = DataLoader(
-        _Transformed(dataset, transform), batch_size=batch_size, num_workers=num_workers
+        TransformedDataset(dataset, transform), batch_size=batch_size, num_workers=num_workers
     )
     was_training = model.training
     model.eval()

@@ -115,9 +115,10 @@ def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _embed_gallery(args: argparse.Namespace, scratch_file: Path) -> Any:
     """Embed --data with --checkpoint into a scratch embedding file and open it memory-mapped."""
-    from vmfml.index.cli_common import load_gallery, resolve_device
+    from vmfml.index.cli_common import load_gallery
     from vmfml.index.embeddings import embed_folder_to_file, load_embedding_file
     from vmfml.train.checkpoint import load_embedding_model
+    from vmfml.train.loop import resolve_device
 
     device = resolve_device(args.device)
     model, _ = load_embedding_model(args.checkpoint, map_location=device)

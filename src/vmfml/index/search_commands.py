@@ -104,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
 def _search_images(
     args: argparse.Namespace,
 ) -> tuple[Any, list[tuple[Path, str | None]], list[list[Any]]]:
-    from vmfml.index.cli_common import resolve_device
     from vmfml.index.images import list_query_images, open_image
     from vmfml.index.searcher import Searcher
+    from vmfml.train.loop import resolve_device
 
     queries = [q for source in args.queries for q in list_query_images(source)]
     searcher = Searcher.from_index(

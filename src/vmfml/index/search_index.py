@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 import torch
 
-from vmfml.index._files import atomic_write
+from vmfml.files import atomic_write
 
 FORMAT = "vmfml-index"
 VERSION = 1

@@ -11,28 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from vmfml.data.transforms import make_transform, prepare_batch
+from vmfml.data.transforms import TransformedDataset, make_transform, prepare_batch
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
-
-
-class _Transformed(Dataset):
-    """A file-backed data set seen through a transform (runs in DataLoader workers)."""
-
-    def __init__(self, dataset: Any, transform: Any) -> None:
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[i]
-        return self.transform(image), label
 
 
 def in_memory(dataset: Any) -> bool:
@@ -61,7 +46,7 @@ def train_batches(
         return
     transform = make_transform(preprocessing, train=True, augment=augment)
     loader = DataLoader(
-        _Transformed(dataset, transform),
+        TransformedDataset(dataset, transform),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
@@ -92,7 +77,7 @@ def eval_batches(
         return
     transform = make_transform(preprocessing, train=False)
     loader = DataLoader(
-        _Transformed(dataset, transform), batch_size=batch_size, num_workers=num_workers
+        TransformedDataset(dataset, transform), batch_size=batch_size, num_workers=num_workers
     )
     yield from loader
 

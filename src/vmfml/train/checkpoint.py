@@ -8,12 +8,12 @@ exactly where a run stopped.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from vmfml.files import atomic_write
 
 if TYPE_CHECKING:
     from vmfml.models import EmbeddingModel
@@ -23,26 +23,11 @@ VERSION = 1
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` to a temporary file in the same folder, then rename over `path`.
+    """`torch.save` to a temporary file in the same folder, then rename it over `path`.
 
-    A crash mid-write leaves the previous checkpoint intact: `os.replace` is atomic on POSIX.
+    A crash mid-write leaves the previous checkpoint intact (`vmfml.files.atomic_write`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def model_entry(model: torch.nn.Module) -> dict[str, Any]:

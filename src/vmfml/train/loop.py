@@ -52,13 +52,17 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an unavailable device is refused by name."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {name!r} asked for, but CUDA is not available here; use --device cpu"
