@@ -218,3 +218,38 @@ def test_single_class_folder_is_refused(
 def test_unknown_flag_value_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--directions", "globl", "--out-dir", str(tmp_path / "x")]) == 2
     assert "global" in capsys.readouterr().err  # the valid names are listed
+
+
+def test_train_on_a_cub_layout_uses_the_standard_class_split(
+    tmp_path: Path, fashion_sample: tuple[object, object]
+) -> None:
+    """`--data cub200 --data-root DIR` reads the official files: classes 1-100 train, 101-200 test."""
+    import numpy as np
+    from PIL import Image
+
+    images, labels = fashion_sample
+    base = tmp_path / "CUB_200_2011"
+    rows, classes, split_rows = [], [], []
+    image_id = 0
+    for class_id in (1, 2, 101, 102):
+        folder = f"{class_id:03d}.Bird_{class_id}"
+        classes.append(f"{class_id} {folder}")
+        for idx in np.flatnonzero(np.asarray(labels) == class_id % 10)[:6]:
+            image_id += 1
+            name = f"{folder}/Bird_{image_id:04d}.jpg"
+            (base / "images" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.asarray(images)[idx]).convert("RGB").save(base / "images" / name)
+            rows.append((image_id, name, class_id))
+            split_rows.append(f"{image_id} {image_id % 2}")
+    (base / "images.txt").write_text("".join(f"{i} {n}\n" for i, n, _ in rows))
+    (base / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, _, c in rows))
+    (base / "train_test_split.txt").write_text("\n".join(split_rows) + "\n")
+    (base / "classes.txt").write_text("\n".join(classes) + "\n")
+
+    out = tmp_path / "run"
+    settings = {**QUICK, "data": "cub200", "data_root": tmp_path, "image_size": 28, "epochs": 1}
+    assert main(["train", *flags({**settings, "batch_size": 4, "out_dir": out})]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "accuracy" not in metrics  # test classes are unseen: retrieval only
+    assert set(metrics["concentration"]) == {"1", "2"}  # trained on classes 1 and 2 only
+    assert 0.0 <= metrics["recall@1"] <= 1.0
