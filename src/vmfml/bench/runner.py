@@ -158,16 +158,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
 
     out_dir = Path(task["work_dir"]) / task["run_id"]
     record: dict[str, Any] = {
-        "run_id": task["run_id"],
-        "status": "error",
-        "method": task["method"],
-        "seed": task["seed"],
-        "groups": [list(g) for g in task["groups"]],
-        "phase": task["phase"],
-        "profile": task["profile"],
-        "settings": task["canonical"],
-        "git_commit": task["git_commit"],
-        "git_dirty": task["git_dirty"],
+        **_failed_record(task),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
     }
     start = time.perf_counter()
@@ -445,6 +436,7 @@ def _run_parallel(
 
 
 def _failed_record(task: dict[str, Any]) -> dict[str, Any]:
+    """A run's record before (or without) a result: status "error" until the run says otherwise."""
     return {
         "run_id": task["run_id"],
         "status": "error",

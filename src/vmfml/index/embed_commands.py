@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from vmfml.index.cli_common import add_model_run_arguments, add_on_error_argument
 
@@ -20,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_run_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def embed_gallery(args: argparse.Namespace, out: str | Path) -> tuple[Path, Any, Any]:
+    """Embed the folder --data with --checkpoint into the file `out`: (path, dataset, model)."""
     from vmfml.index.cli_common import load_gallery
     from vmfml.index.embeddings import embed_folder_to_file
     from vmfml.train.checkpoint import load_embedding_model
@@ -29,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, _ = load_embedding_model(args.checkpoint, map_location=device)
     dataset = load_gallery(args.data, model.preprocessing, args.on_error, not args.no_progress)
-    out = embed_folder_to_file(
-        args.out,
+    path = embed_folder_to_file(
+        out,
         model,
         dataset,
         checkpoint=args.checkpoint,
@@ -40,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         progress=not args.no_progress,
     )
+    return Path(path), dataset, model
+
+
+def run(args: argparse.Namespace) -> int:
+    out, dataset, model = embed_gallery(args, args.out)
     print(
         f"wrote {len(dataset)} embeddings (D={model.embed_dim}, {len(dataset.class_names)} classes) "
         f"to {out}",

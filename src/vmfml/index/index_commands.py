@@ -115,23 +115,8 @@ def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _embed_gallery(args: argparse.Namespace, scratch_file: Path) -> Any:
     """Embed --data with --checkpoint into a scratch embedding file and open it memory-mapped."""
-    from vmfml.index.cli_common import load_gallery
-    from vmfml.index.embeddings import embed_folder_to_file, load_embedding_file
-    from vmfml.train.checkpoint import load_embedding_model
-    from vmfml.train.loop import resolve_device
+    from vmfml.index.embed_commands import embed_gallery
+    from vmfml.index.embeddings import load_embedding_file
 
-    device = resolve_device(args.device)
-    model, _ = load_embedding_model(args.checkpoint, map_location=device)
-    dataset = load_gallery(args.data, model.preprocessing, args.on_error, not args.no_progress)
-    path = embed_folder_to_file(
-        scratch_file,
-        model,
-        dataset,
-        checkpoint=args.checkpoint,
-        data_root=args.data,
-        batch_size=args.batch_size,
-        device=device,
-        num_workers=args.workers,
-        progress=not args.no_progress,
-    )
+    path, _, _ = embed_gallery(args, scratch_file)
     return load_embedding_file(path)
