@@ -253,3 +253,19 @@ def test_train_on_a_cub_layout_uses_the_standard_class_split(
     assert "accuracy" not in metrics  # test classes are unseen: retrieval only
     assert set(metrics["concentration"]) == {"1", "2"}  # trained on classes 1 and 2 only
     assert 0.0 <= metrics["recall@1"] <= 1.0
+
+
+def test_small_cnn_on_large_photos_defaults_to_64_pixels(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    from PIL import Image
+
+    from vmfml.train.checkpoint import load_embedding_model
+
+    for path in image_folder.rglob("*.png"):
+        Image.open(path).convert("RGB").resize((120, 120)).save(path)
+    out = tmp_path / "run"
+    settings = {**QUICK, "data": image_folder, "epochs": 1, "batch_size": 16, "out_dir": out}
+    assert main(["train", *flags(settings)]) == 0
+    model, _ = load_embedding_model(out / "checkpoint.pt")
+    assert tuple(model.preprocessing["input_size"]) == (3, 64, 64)

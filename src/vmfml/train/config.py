@@ -83,7 +83,7 @@ class TrainConfig:
     image_size: int | None = field(
         default=None,
         metadata={
-            "help": "input size in pixels (default: the data's size for small_cnn, the model's own otherwise)"
+            "help": "input size in pixels (default: the data's size, at most 64, for small_cnn; the model's own otherwise)"
         },
     )
     # --- loss ---

@@ -37,6 +37,8 @@ from vmfml.train.evaluation import class_sums, evaluate_model
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that may differ between a run and its resumption without changing its result.
+# The largest input small_cnn gets when --image-size is not given.
+SMALL_CNN_DEFAULT_MAX_SIZE = 64
 RUNTIME_KEYS = {"device", "num_workers", "threads", "progress", "plots", "out_dir", "eval_every"}
 
 
@@ -74,6 +76,12 @@ def build_model(config: TrainConfig, data: DataSplit) -> EmbeddingModel:
     if config.model == "small_cnn":
         image, _ = data.train[0]
         size = config.image_size or int(image.shape[-1])
+        if config.image_size is None and size > SMALL_CNN_DEFAULT_MAX_SIZE:
+            # A small CNN on full-size photos would be slow for nothing: shrink unless asked.
+            print(
+                f"small_cnn: images resized to {SMALL_CNN_DEFAULT_MAX_SIZE} px (set --image-size to change)"
+            )
+            size = SMALL_CNN_DEFAULT_MAX_SIZE
         return create_model(
             "small_cnn",
             embed_dim=config.embed_dim,
