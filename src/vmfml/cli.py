@@ -31,10 +31,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CLIError(Exception):
-    """An error caused by the user's input: printed as one clear line, without a traceback."""
-
-
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vmfml",
@@ -63,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, KeyError) as err:
+    # User errors (bad values, missing files, unknown keys) are raised as these types by the parts.
+    except (ValueError, FileNotFoundError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"vmfml {args.command}: error: {message}", file=sys.stderr)
         return 2
