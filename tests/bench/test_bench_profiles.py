@@ -7,6 +7,7 @@ from collections import defaultdict
 import pytest
 
 from vmfml.bench.profiles import (
+    ABLATIONS,
     CLASSIFICATION_METHODS,
     METHODS,
     PROFILES,
@@ -20,7 +21,7 @@ from vmfml.bench.profiles import (
 from vmfml.losses import list_losses
 from vmfml.train.config import load_config
 
-LOSS_KEYS = {"loss", "directions", "seed"}
+LOSS_KEYS = {"loss", "directions", "global_init", "seed"}
 
 
 def test_every_method_names_a_loss_the_trainer_builds() -> None:
@@ -50,8 +51,10 @@ def test_full_profile_holds_every_claim_run_with_three_seeds() -> None:
         "proxy_anchor",
         "vmf-global",
     }
-    # 7 x 4 x 3 + 15 x 2 x 3 + (5 + 5 + 3 ablation values, 3 of them the retrieval run itself)
-    assert len(specs) == 84 + 90 + 10
+    # 8 methods x 4 depths x 3 seeds + 16 x 2 backbones x 3 + ablations x 3 seeds: 27 values
+    # per seed, 8 of them runs already planned (the default point of each vmf-global table and
+    # of kappa_random_init, and global_init's two values, which are the two global methods).
+    assert len(specs) == 96 + 96 + (27 - 8) * 3
     assert len({s.run_id for s in specs}) == len(specs)
 
 
@@ -69,7 +72,9 @@ def test_methods_of_one_table_cell_differ_only_in_their_loss(name: str) -> None:
         assert all(s == shared[0] for s in shared), group
         seeds_per_method: dict[str, set[object]] = defaultdict(set)
         for s in settings:
-            seeds_per_method[f"{s['loss']}/{s.get('directions')}"].add(s["seed"])
+            seeds_per_method[f"{s['loss']}/{s.get('directions')}/{s.get('global_init')}"].add(
+                s["seed"]
+            )
         assert len({frozenset(v) for v in seeds_per_method.values()}) == 1, group
 
 
@@ -79,7 +84,7 @@ def test_order_is_claims_seed_by_seed_then_ablations() -> None:
     first_ablation = next(
         i for i, e in enumerate(experiments) if e not in ("classification", "retrieval")
     )
-    assert all(e in ("kappa", "embed_dim", "refresh_period") for e in experiments[first_ablation:])
+    assert all(e in ABLATIONS for e in experiments[first_ablation:])
     assert experiments.index("retrieval") > max(
         i for i, e in enumerate(experiments) if e == "classification"
     )
@@ -90,7 +95,7 @@ def test_order_is_claims_seed_by_seed_then_ablations() -> None:
 
 def test_ablation_defaults_reuse_the_retrieval_run() -> None:
     specs = plan(get_profile("full"), ["retrieval", "ablations"])
-    shared = [s for s in specs if Group("kappa", "16") in s.groups]
+    shared = [s for s in specs if Group("kappa", "16") in s.groups and s.seed == 0]
     assert len(shared) == 1
     spec = shared[0]
     assert spec.method == "vmf-global" and spec.seed == 0
@@ -99,9 +104,23 @@ def test_ablation_defaults_reuse_the_retrieval_run() -> None:
         Group("kappa", "16"),
         Group("embed_dim", "128"),
         Group("refresh_period", "epoch"),
+        Group("global_init", "data"),
+        Group("lr", "0.003"),
+        Group("learn_kappa", "False"),
     }
-    kappas = sorted(float(g.setting) for s in specs for g in s.groups if g.experiment == "kappa")
-    assert kappas == [4.0, 8.0, 16.0, 32.0, 64.0]
+    kappas = sorted(
+        float(g.setting) for s in specs if s.seed == 0 for g in s.groups if g.experiment == "kappa"
+    )
+    assert kappas == [4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
+    random_start = [
+        s for s in specs if Group("kappa_random_init", "16") in s.groups and s.seed == 0
+    ]
+    assert [s.method for s in random_start] == ["vmf-global-random"]
+    assert set(random_start[0].groups) == {
+        Group("retrieval", "small_cnn"),
+        Group("global_init", "random"),
+        Group("kappa_random_init", "16"),
+    }
 
 
 def test_run_id_is_a_hash_of_the_settings_only() -> None:

@@ -86,6 +86,28 @@ def test_truncated_last_line_is_ignored(tmp_path: Path) -> None:
     assert summary.skipped_done == 1 and summary.finished == 1  # type: ignore[attr-defined]
 
 
+def test_a_run_recorded_before_a_config_key_existed_is_not_rerun(tmp_path: Path) -> None:
+    """Records of older code lack keys added since; their defaults reproduce the old behaviour."""
+    old = spec("vmf", 0)
+    run([old], tmp_path)
+    [record] = read_records(tmp_path)
+    del record["settings"]["global_init"]  # as written before the key existed
+    record["run_id"] = "0123456789abcdef"  # the id its settings had then
+    results_path(tmp_path).write_text(json.dumps(record) + "\n")
+
+    again = spec("vmf", 0)
+    again.groups.append(Group("kappa", "16"))  # a table planned after the run finished
+    summary = run([again], tmp_path)
+    assert (summary.skipped_done, summary.finished) == (1, 0)  # type: ignore[attr-defined]
+    records = read_records(tmp_path)
+    assert len(records) == 2  # the record again, now also in the new table cell, not retrained
+    assert records[1]["run_id"] == "0123456789abcdef"
+    assert records[1]["groups"] == [["classification", "depth=1"], ["kappa", "16"]]
+    assert records[1]["metrics"] == records[0]["metrics"]
+    assert run([again], tmp_path).skipped_done == 1  # type: ignore[attr-defined]
+    assert len(read_records(tmp_path)) == 2  # nothing new to record
+
+
 def test_time_budget_starts_no_run_that_cannot_finish(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,7 +139,8 @@ def _interval(record: dict[str, object]) -> tuple[float, float]:
 def test_parallel_workers_run_side_by_side_and_keep_phases_apart(
     tmp_path: Path, worker_path: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_TRAIN_SLEEP", "0.4")
+    # Long enough that the second worker has started before the first run ends, under load.
+    monkeypatch.setenv("FAKE_TRAIN_SLEEP", "1.5")
     specs = [spec("vmf", s, phase="a") for s in range(4)] + [
         spec("softmax", s, phase="b") for s in range(2)
     ]

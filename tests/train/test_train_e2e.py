@@ -130,6 +130,32 @@ def test_resume_after_kill_matches_uninterrupted_run(
         assert resumed.metrics[key] == whole.metrics[key], key
 
 
+@pytest.mark.parametrize("init", ["data", "random"])
+def test_global_starts_from_the_untrained_class_means_or_at_random(
+    tmp_path: Path, fashion_sample: object, monkeypatch: pytest.MonkeyPatch, init: str
+) -> None:
+    refreshed = []  # the mean directions just before each refresh
+    original = loop.refresh_directions
+
+    def spy(loss: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        refreshed.append(loss.directions.mu.clone())  # type: ignore[union-attr]
+        return original(loss, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "refresh_directions", spy)
+    settings = {**QUICK, "epochs": 1, "directions": "global", "global_init": init}
+    loop.train(load_config(None, {**settings, "out_dir": str(tmp_path)}))
+    from vmfml.directions import create_directions
+
+    drawn = create_directions("global", 10, 128).mu  # the random start (init_seed 0)
+    if init == "random":
+        assert len(refreshed) == 1  # only the end-of-epoch pass
+        assert torch.equal(refreshed[0], drawn)  # epoch 1 trained towards the random start
+    else:
+        assert len(refreshed) == 2  # a pass of the untrained network, then the epoch's
+        assert torch.equal(refreshed[0], drawn)
+        assert not torch.allclose(refreshed[1], drawn)  # epoch 1 trained towards its class means
+
+
 def test_resume_refuses_changed_settings(tmp_path: Path, fashion_sample: object) -> None:
     out = tmp_path / "run"
     loop.train(load_config(None, {**QUICK, "epochs": 1, "out_dir": str(out)}))

@@ -94,13 +94,17 @@ def plot_recall_at_1(cells: Cells, out_dir: Path) -> Path | None:
 
 
 def plot_ablations(cells: Cells, out_dir: Path) -> Path | None:
-    """Recall@1 against kappa, embedding dimension and refresh period (one panel each)."""
+    """Recall@1 against each swept setting (one panel per ablation table)."""
     present = [name for name in ABLATIONS if any(e == name for (e, _, _) in cells)]
     if not present:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(present), figsize=(4.5 * len(present), 4), squeeze=False)
-    for ax, name in zip(axes[0], present, strict=True):
+    ncols = min(4, len(present))
+    nrows = -(-len(present) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 4 * nrows), squeeze=False)
+    for ax in axes.flat[len(present) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, present, strict=False):
         values = sorted({s for (e, s, _) in cells if e == name}, key=_setting_order)
         stats = [
             cell_stat(
@@ -119,7 +123,8 @@ def plot_ablations(cells: Cells, out_dir: Path) -> Path | None:
             capsize=3,
         )
         ax.set_xticks(positions, [v for v, _ in points])
-        ax.set_xlabel(name)
+        ax.set_xlabel(ABLATIONS[name].key)
+        ax.set_title(ABLATIONS[name].method, fontsize=9)
         ax.set_ylabel("Recall@1 (%)")
         ax.grid(alpha=0.3)
     fig.suptitle("vMF loss ablations (retrieval of unseen classes)")

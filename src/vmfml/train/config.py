@@ -106,6 +106,13 @@ class TrainConfig:
     learn_kappa: bool = field(
         default=False, metadata={"help": "train kappa by gradient descent, starting from --kappa"}
     )
+    global_init: str = field(
+        default="data",
+        metadata={
+            "help": "first mean directions of --directions global: 'data' (the paper's: a full "
+            "pass of the untrained network) or 'random' (uniform on the sphere, as accumulate starts)"
+        },
+    )
     refresh_period: str = field(
         default="epoch",
         metadata={"help": "refresh the mean directions every 'epoch' or every N iterations"},
@@ -152,6 +159,7 @@ class TrainConfig:
             "on_bad_image": ("raise", "skip"),
             "augment": ("none", "flip", "flip_crop"),
             "optimizer": ("adamw", "sgd"),
+            "global_init": ("data", "random"),
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:

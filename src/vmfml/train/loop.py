@@ -237,8 +237,9 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     else:
         save_config(config, out / "config.yaml")
         directions = getattr(loss, "directions", None)
-        if directions is not None and directions.needs_full_pass:
-            # The paper's global structure learning starts from the data's own mean directions.
+        if directions is not None and directions.needs_full_pass and config.global_init == "data":
+            # The paper's global structure learning starts from the data's own mean directions
+            # (with global_init "random" it starts from the random ones drawn at construction).
             refresh_directions(loss, model, data, preprocessing, device, config)
 
     last_train_feats = None
