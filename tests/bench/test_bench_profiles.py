@@ -112,6 +112,10 @@ def test_ablation_defaults_reuse_the_retrieval_run() -> None:
         float(g.setting) for s in specs if s.seed == 0 for g in s.groups if g.experiment == "kappa"
     )
     assert kappas == [4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
+    alone = plan(get_profile("full"), ["ablations"])
+    assert {s.method for s in alone if Group("global_init", "random") in s.groups} == {
+        "vmf-global-random"  # named as in the retrieval table, though planned on its own
+    }
     random_start = [
         s for s in specs if Group("kappa_random_init", "16") in s.groups and s.seed == 0
     ]

@@ -405,9 +405,18 @@ def _ablation_specs(profile: Profile, seeds: int) -> list[RunSpec]:
                 cost = phase if ablation.key != "refresh_period" else f"{phase}/refresh={value}"
                 settings = {**base, **METHODS[ablation.method], ablation.key: value}
                 specs.append(
-                    _spec(ablation.method, seed, settings, Group(name, label), phase, cost)
+                    _spec(method_of(settings), seed, settings, Group(name, label), phase, cost)
                 )
     return specs
+
+
+def method_of(settings: Mapping[str, Any]) -> str:
+    """The most specific method whose loss keys the settings have (global_init "random" makes
+    `vmf-global` `vmf-global-random`), so that a run is named alike in every table it fills."""
+    matching = [
+        m for m, keys in METHODS.items() if all(settings.get(k) == v for k, v in keys.items())
+    ]
+    return max(matching, key=lambda m: len(METHODS[m]))
 
 
 def merge_duplicates(specs: Sequence[RunSpec]) -> list[RunSpec]:
