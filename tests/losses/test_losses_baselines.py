@@ -26,7 +26,7 @@ def test_every_loss_gives_finite_loss_and_gradients(name: str) -> None:
     torch.manual_seed(0)
     loss_fn = create_loss(name, C, D)
     assert isinstance(loss_fn, MetricLoss)
-    assert loss_fn.expects_normalized == (name != "softmax")
+    assert loss_fn.expects_normalized == (name not in ("softmax", "npair"))
     assert loss_fn.has_classifier == (name in CLASSIFIERS)
     features, labels = batch()
     features.requires_grad_(True)
@@ -59,6 +59,21 @@ def test_class_weights_are_seen_by_the_optimizer(name: str) -> None:
     loss_fn(F.normalize(features, dim=1), labels).backward()
     optimizer.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, params, strict=True))
+
+
+def test_npair_is_sohns_loss_on_unnormalized_embeddings() -> None:
+    """Against the N-pair loss written out in float64: one (anchor, positive) pair per class,
+    cross-entropy of anchor i over the inner products with all positives, plus
+    0.25 * 0.002 * (mean |a|^2 + mean |p|^2) as in TensorFlow's npairs_loss."""
+    gen = torch.Generator().manual_seed(3)
+    features = 2.0 * torch.randn(8, D, generator=gen, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])  # anchors first, then their positives
+    got = create_loss("npair", C, D)(features, labels)
+    anchors, positives = features[:4], features[4:]
+    logits = anchors @ positives.T
+    xent = F.cross_entropy(logits, torch.arange(4))
+    l2 = 0.25 * 0.002 * ((anchors**2).sum(1).mean() + (positives**2).sum(1).mean())
+    assert float(got) == pytest.approx(float(xent + l2), rel=1e-9)
 
 
 def test_softmax_matches_torch_cross_entropy() -> None:
