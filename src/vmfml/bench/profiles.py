@@ -216,6 +216,16 @@ _EFFICIENTNET = {
     "augment": "none",
     "lr": 1e-4,
 }
+# The ablation values shared by the cpu and full profiles (the refresh periods depend on the
+# number of iterations per epoch, so each profile sets its own). Each sweep holds the default.
+_SWEEPS: dict[str, tuple[Any, ...]] = {
+    "kappa": (4.0, 8.0, 16.0, 32.0, 64.0, 128.0),
+    "embed_dim": (16, 32, 64, 128, 256),
+    "global_init": ("data", "random"),
+    "lr": (1e-3, 3e-3, 1e-2),
+    "learn_kappa": (False, True),
+    "kappa_random_init": (4.0, 8.0, 16.0, 32.0, 64.0, 128.0),
+}
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
@@ -268,16 +278,8 @@ PROFILES: dict[str, Profile] = {
                 {**_EFFICIENTNET, "train_subset": 4000, "epochs": 1, "lr": 1e-3},
             ),
         ),
-        ablations={
-            "kappa": (4.0, 8.0, 16.0, 32.0, 64.0, 128.0),
-            "embed_dim": (16, 32, 64, 128, 256),
-            # 4,000 training images / 128 = 31 iterations per epoch: every epoch, ~4 and ~2 per epoch.
-            "refresh_period": ("epoch", "8", "16"),
-            "global_init": ("data", "random"),
-            "lr": (1e-3, 3e-3, 1e-2),
-            "learn_kappa": (False, True),
-            "kappa_random_init": (4.0, 8.0, 16.0, 32.0, 64.0, 128.0),
-        },
+        # 4,000 training images / 128 = 31 iterations per epoch: every epoch, ~4 and ~2 per epoch.
+        ablations={**_SWEEPS, "refresh_period": ("epoch", "8", "16")},
         ablation_seeds=3,
     ),
     # Sized for `benchmarks/run_gpu.sh`: ~470 s of runs on one H100 with 8 runs side by side
@@ -299,17 +301,9 @@ PROFILES: dict[str, Profile] = {
             Backbone("small_cnn", {**_SMALL_CNN_RETRIEVAL, "epochs": 8}),
             Backbone("efficientnet_lite0", {**_EFFICIENTNET, "epochs": 3}),
         ),
-        ablations={
-            "kappa": (4.0, 8.0, 16.0, 32.0, 64.0, 128.0),
-            "embed_dim": (16, 32, 64, 128, 256),
-            # 15,000 training images / 128 = 117 iterations per epoch: 4 refreshes per epoch, 1,
-            # and one per ~2.5 epochs.
-            "refresh_period": ("30", "epoch", "300"),
-            "global_init": ("data", "random"),
-            "lr": (1e-3, 3e-3, 1e-2),
-            "learn_kappa": (False, True),
-            "kappa_random_init": (4.0, 8.0, 16.0, 32.0, 64.0, 128.0),
-        },
+        # 15,000 training images / 128 = 117 iterations per epoch: 4 refreshes per epoch, 1, and
+        # one per ~2.5 epochs.
+        ablations={**_SWEEPS, "refresh_period": ("30", "epoch", "300")},
         ablation_seeds=3,
     ),
 }
