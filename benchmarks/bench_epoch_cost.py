@@ -4,8 +4,11 @@ Times the training step (forward, loss, backward, optimizer step, and the strate
 work) of softmax cross-entropy, vMF `accumulate` and vMF `global` on the same network, data and
 batches, interleaved round by round (A B C A B C ...) so that a noisy machine slows each alike;
 then times `global`'s extra full pass over the training set and reports it per epoch.
+`--methods all` times every method of `vmfml bench` the same way (the baselines with their
+miners), so that their costs are compared in one run rather than across noisy benchmark runs.
 
     .venv/bin/python benchmarks/bench_epoch_cost.py [--steps 60] [--rounds 5] [--out benchmarks/results/epoch_cost.md]
+    .venv/bin/python benchmarks/bench_epoch_cost.py --methods all --out benchmarks/results/epoch_cost_all.md
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from vmfml.bench.profiles import METHODS as BENCH_METHODS
 from vmfml.losses import create_loss
 from vmfml.train.batches import embed_dataset, epoch_generator, train_batches
 from vmfml.train.config import load_config
@@ -30,6 +34,17 @@ METHODS = {
     "vmf-accumulate": {"loss": "vmf", "directions": "accumulate"},
     "vmf-global": {"loss": "vmf", "directions": "global"},
 }
+
+
+def chosen_methods(text: str) -> dict[str, dict[str, str]]:
+    """The methods to time: softmax, vmf-accumulate and vmf-global always (the ratios below
+    need them), plus those named. `vmf-global-random` steps exactly as `vmf-global` does."""
+    table = {**BENCH_METHODS, **METHODS}
+    names = [n for n in table if n != "vmf-global-random"] if text == "all" else text.split(",")
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; valid: {', '.join(table)}, all")
+    return {n: table[n] for n in dict.fromkeys([*METHODS, *names])}
 
 
 def cpu_name() -> str:
@@ -48,13 +63,23 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=60, help="training steps per method per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: `vmfml train`'s (the bench uses 128)"
+    )
     parser.add_argument("--out", default="benchmarks/results/epoch_cost.md")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated method names of `vmfml bench`, or 'all'",
+    )
     args = parser.parse_args()
+    methods = chosen_methods(args.methods)
 
-    base = load_config(None, {"progress": False})
+    overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    base = load_config(None, {"progress": False, **overrides})
     data = build_datasets(base)
     runs = {}
-    for name, settings in METHODS.items():
+    for name, settings in methods.items():
         config = load_config(None, {**base.to_dict(), **settings})
         torch.manual_seed(0)
         model = build_model(config, data)
@@ -71,7 +96,7 @@ def main() -> None:
     batches = batches[: args.steps]
     steps_per_epoch = len(data.train) // base.batch_size
 
-    per_step: dict[str, list[float]] = {name: [] for name in METHODS}
+    per_step: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(args.rounds):
         for name, (_, model, loss, opt) in runs.items():
             model.train()
@@ -102,19 +127,22 @@ def main() -> None:
 
     soft = statistics.median(per_step["softmax"])
     lines = [
-        "## Epoch cost: softmax vs vMF accumulate vs vMF global",
+        f"## Epoch cost: {', '.join(methods)}",
         "",
         f"Machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}. "
         f"Network: {base.model} depth {base.depth}, embedding {base.embed_dim}, batch {base.batch_size}, "
         f"Fashion-MNIST ({len(data.train):,} training images, {steps_per_epoch} steps per epoch). "
         f"Median over {args.rounds} interleaved rounds of {len(batches)} steps.",
         "",
-        f"Command: `.venv/bin/python benchmarks/bench_epoch_cost.py --steps {args.steps} --rounds {args.rounds}`",
+        f"Command: `.venv/bin/python benchmarks/bench_epoch_cost.py --steps {args.steps} --rounds {args.rounds}"
+        f" --methods {args.methods}"
+        + ("" if args.batch_size is None else f" --batch-size {args.batch_size}")
+        + "`",
         "",
         "| method | ms/step (median) | per-round ms/step | epoch s (steps only) | vs softmax | refresh s/epoch | epoch s with refresh |",
         "|---|--:|---|--:|--:|--:|--:|",
     ]
-    for name in METHODS:
+    for name in methods:
         med = statistics.median(per_step[name])
         rounds = ", ".join(f"{1000 * t:.1f}" for t in per_step[name])
         extra = (
