@@ -147,3 +147,11 @@ def test_seeds_option_and_bad_names() -> None:
         parse_experiments("classification,retreival")
     with pytest.raises(ValueError, match="seeds must be at least 1"):
         plan(get_profile("quick"), seeds=0)
+
+
+def test_full_profile_on_a_cpu_warns_and_points_to_the_cpu_profile() -> None:
+    from vmfml.bench.commands import size_warning
+
+    warning = size_warning("full", "cpu")
+    assert warning is not None and "--profile cpu" in warning
+    assert size_warning("cpu", "cpu") is None and size_warning("quick", "cpu") is None
