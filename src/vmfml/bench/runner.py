@@ -79,42 +79,45 @@ def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def finished_ids(results_dir: str | Path) -> set[str]:
-    """Ids of runs with a final status: they are not run again.
+def finished_records(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The last record with a final status of each finished run, by the id its settings have
+    today: a config key added since it ran takes its default, which reproduces the old
+    behaviour, so the run is still recognised as done."""
+    return {
+        current_id(r): r for r in read_records(results_dir) if r.get("status") in FINAL_STATUSES
+    }
 
-    A record counts under its stored id and under the id its settings have today: a config key
-    added since it ran takes its default, which reproduces the old behaviour, so the run is
-    still recognised as done.
-    """
-    ids = set()
-    for record in read_records(results_dir):
-        if record.get("status") not in FINAL_STATUSES:
-            continue
-        ids.add(record["run_id"])
-        ids.add(current_id(record))
-    return ids
+
+def finished_ids(results_dir: str | Path) -> set[str]:
+    """Ids of runs with a final status: they are not run again."""
+    return set(finished_records(results_dir))
 
 
 def current_id(record: dict[str, Any]) -> str:
     """The id a record's settings have under today's config (its stored id if they no longer parse)."""
     from vmfml.bench.profiles import run_id
 
+    if "settings" not in record:
+        return str(record["run_id"])
     try:
-        return run_id(record.get("settings") or {}) if "settings" in record else record["run_id"]
+        return run_id(record["settings"])
     except ValueError:  # a key removed since: only the stored id can match
         return str(record["run_id"])
 
 
-def add_cells(results_dir: str | Path, done: Sequence[RunSpec]) -> None:
+def add_cells(
+    results_dir: str | Path, finished: dict[str, dict[str, Any]], specs: Sequence[RunSpec]
+) -> None:
     """Record again (without retraining) a finished run that the plan puts in more table cells
     than its record names: e.g. the retrieval run that is also the default point of an ablation
-    planned later. The copy keeps the record's id, so that it replaces the record in reports."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in read_records(results_dir):
-        if record.get("status") in FINAL_STATUSES:
-            latest[current_id(record)] = record
-    for spec in done:
-        found = latest.get(spec.run_id)
+    planned later. The copy keeps the record's id, so that it replaces the record in reports.
+
+    Args:
+        finished: `finished_records(results_dir)`.
+        specs: the plan.
+    """
+    for spec in specs:
+        found = finished.get(spec.run_id)
         if found is None:
             continue
         groups = [list(g) for g in found.get("groups", [])]
@@ -301,9 +304,9 @@ def run_benchmark(
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(work_dir) if work_dir is not None else results_dir / "runs"
-    done = finished_ids(results_dir)
-    add_cells(results_dir, [s for s in specs if s.run_id in done])
-    todo = [s for s in specs if s.run_id not in done]
+    finished = finished_records(results_dir)
+    add_cells(results_dir, finished, specs)
+    todo = [s for s in specs if s.run_id not in finished]
     summary = BenchSummary(planned=len(specs), skipped_done=len(specs) - len(todo))
     if max_runs is not None:
         summary.not_started += max(0, len(todo) - max_runs)
