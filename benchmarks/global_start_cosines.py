@@ -52,12 +52,12 @@ def start_cosines(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     feats, labels = embed_dataset(
         model, data.train, dict(model.preprocessing), torch.device("cpu"), 512, 0, False, "pass"
     )
-    sums, _ = class_sums(feats, labels, data.num_classes)
-    data_start = torch.nn.functional.normalize(sums, dim=1)
-    random_start = create_directions(
-        "global", data.num_classes, config.embed_dim, init_seed=seed
-    ).mu.double()
-    return off_diagonal_cosines(data_start), off_diagonal_cosines(random_start)
+    # The directions `vmfml train` builds: drawn at random, then (with the paper's start) set
+    # from the class sums of the untrained network's pass.
+    directions = create_directions("global", data.num_classes, config.embed_dim, init_seed=seed)
+    random_start = directions.mu.clone()
+    directions.refresh(*class_sums(feats, labels, data.num_classes))
+    return off_diagonal_cosines(directions.mu), off_diagonal_cosines(random_start)
 
 
 def main() -> None:
