@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from vmfml.configs import resolve_config
+
 
 @dataclass
 class TrainConfig:
@@ -262,9 +264,7 @@ def load_config(
     """Defaults, then the YAML file, then `overrides` (command line): later wins."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
+        path = resolve_config(path)  # a file path, or the name of a shipped config
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:

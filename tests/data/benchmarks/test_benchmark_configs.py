@@ -1,15 +1,14 @@
-"""configs/*.yaml: each parses, holds exactly the agreed keys, and matches its benchmark."""
+"""The shipped configs (src/vmfml/configs/*.yaml): each parses, holds exactly the agreed keys, and
+matches its benchmark."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import yaml
 
+from vmfml.configs import CONFIG_DIR as CONFIGS
 from vmfml.data.benchmarks import BENCHMARKS, STANDARD_RECALL_KS
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 KEYS = {
     "data", "data_root", "model", "pretrained", "embed_dim", "image_size", "loss", "directions",
     "kappa", "refresh_period", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "eval_ks",
