@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from vmfml.web import ServeSettings, create_app
-from vmfml.web.app import ThumbnailCache, encode_thumbnail
+from vmfml.web.images import ThumbnailCache, encode_thumbnail
 
 TOL = 1e-4  # float32 index and model vs the float64 reference
 

@@ -1,5 +1,15 @@
-"""`vmfml serve`: an image-search page and HTTP API over a saved index."""
+"""`vmfml serve`: an image-search page and HTTP API over a saved index.
 
-from vmfml.web.app import SearcherLike, ServeSettings, create_app
+- `app`: `create_app(searcher, settings)`, the FastAPI app and its routes;
+- `settings`: `ServeSettings` (limits) and `SearcherLike` (what the app asks of a searcher);
+- `middleware`: the streaming request body limit and the security headers;
+- `images`: image decoding with the pixel count checked first, thumbnails and their cache;
+- `errors`: every error answered as `{"detail": "..."}`;
+- `api_docs`: the offline `/docs` page;
+- `commands`: `vmfml serve` (uvicorn).
+"""
+
+from vmfml.web.app import create_app
+from vmfml.web.settings import SearcherLike, ServeSettings
 
 __all__ = ["SearcherLike", "ServeSettings", "create_app"]
