@@ -14,10 +14,10 @@ from vmfml.bench.report import (
     global_vs_accumulate,
     latest_records,
     render,
-    summarize,
     write_report,
 )
 from vmfml.bench.runner import append_record
+from vmfml.bench.stats import summarize
 from vmfml.cli import main
 
 

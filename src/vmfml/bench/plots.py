@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vmfml.bench.profiles import ABLATIONS, VMF_METHODS
-from vmfml.bench.report import _method_order, _setting_order, cell_stat
-
-Cells = dict[tuple[str, str, str], list[dict[str, Any]]]
+from vmfml.bench.stats import Cells, cell_stat, method_order, setting_order
 
 
 def _pyplot() -> Any:
@@ -27,12 +25,12 @@ def _pyplot() -> Any:
 
 def plot_accuracy_vs_depth(cells: Cells, out_dir: Path) -> Path | None:
     """Test accuracy (each loss's classifier) against the number of conv blocks, one line per method."""
-    settings = sorted({s for (e, s, _) in cells if e == "classification"}, key=_setting_order)
+    settings = sorted({s for (e, s, _) in cells if e == "classification"}, key=setting_order)
     if not settings:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    methods = sorted({m for (e, _, m) in cells if e == "classification"}, key=_method_order)
+    methods = sorted({m for (e, _, m) in cells if e == "classification"}, key=method_order)
     for method in methods:
         xs, ys, errs = [], [], []
         for setting in settings:
@@ -40,14 +38,14 @@ def plot_accuracy_vs_depth(cells: Cells, out_dir: Path) -> Path | None:
                 cells.get(("classification", setting, method), []), "classifier_accuracy"
             )
             if stat is not None:
-                xs.append(_setting_order(setting)[1])
+                xs.append(setting_order(setting)[1])
                 ys.append(100 * stat.mean)
                 errs.append(100 * stat.std)
         style = "-" if method in VMF_METHODS else "--"
         ax.errorbar(xs, ys, yerr=errs, fmt="o" + style, capsize=3, label=method)
     ax.set_xlabel("depth (conv blocks of the small CNN)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks(sorted({_setting_order(s)[1] for s in settings}))
+    ax.set_xticks(sorted({setting_order(s)[1] for s in settings}))
     ax.set_title("Classification: accuracy against depth (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -67,7 +65,7 @@ def plot_recall_at_1(cells: Cells, out_dir: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(backbones), figsize=(6 * len(backbones), 5), squeeze=False)
     for ax, backbone in zip(axes[0], backbones, strict=True):
         methods = sorted(
-            {m for (e, s, m) in cells if e == "retrieval" and s == backbone}, key=_method_order
+            {m for (e, s, m) in cells if e == "retrieval" and s == backbone}, key=method_order
         )
         stats = [cell_stat(cells.get(("retrieval", backbone, m), []), "recall@1") for m in methods]
         shown = [(m, s) for m, s in zip(methods, stats, strict=True) if s is not None]
@@ -105,7 +103,7 @@ def plot_ablations(cells: Cells, out_dir: Path) -> Path | None:
     for ax in axes.flat[len(present) :]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, present, strict=False):
-        values = sorted({s for (e, s, _) in cells if e == name}, key=_setting_order)
+        values = sorted({s for (e, s, _) in cells if e == name}, key=setting_order)
         stats = [
             cell_stat(
                 [r for (e, s, _), rs in cells.items() if e == name and s == v for r in rs],

@@ -15,16 +15,16 @@ Only runs with status "ok" enter the statistics; failed and diverged runs are co
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vmfml.bench.profiles import ABLATIONS, METHODS
+from vmfml.bench.plots import plot_ablations, plot_accuracy_vs_depth, plot_recall_at_1
+from vmfml.bench.profiles import ABLATIONS
 from vmfml.bench.runner import read_records
+from vmfml.bench.stats import Stat, cell_stat, method_order, metric, setting_order, summarize
 
 REPORT_FILE = "results.md"
 # Settings worth naming above a table when every run of it shares them.
@@ -55,24 +55,6 @@ _EXPERIMENT_TITLES = {
 }
 
 
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample standard deviation (0 for a single value) of n values."""
-
-    mean: float
-    std: float
-    n: int
-
-
-def summarize(values: Sequence[float]) -> Stat | None:
-    """Mean ± sample std (ddof = 1) of the finite values; None when there are none."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not finite:
-        return None
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return Stat(statistics.fmean(finite), std, len(finite))
-
-
 def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The last record of each run id (a retried run replaces its failed attempt)."""
     latest: dict[str, dict[str, Any]] = {}
@@ -91,49 +73,6 @@ def by_cell(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], lis
         for experiment, setting in record["groups"]:
             cells[(experiment, setting, record["method"])].append(record)
     return cells
-
-
-def metric(record: dict[str, Any], key: str) -> float | None:
-    """A metric or a per-epoch cost of a record (None if the run did not report it).
-
-    Cost keys: `epoch_s` (training + refresh seconds per epoch), `train_epoch_s`,
-    `refresh_epoch_s`, `images_per_s`, `wall_s` (the whole run with evaluation).
-    """
-    timing = record.get("timing", {})
-    epochs = max(1, int(record.get("settings", {}).get("epochs", 1)))
-    derived = {
-        "epoch_s": timing.get("epoch_seconds_mean"),
-        "train_epoch_s": None
-        if timing.get("train_seconds") is None
-        else timing["train_seconds"] / epochs,
-        "refresh_epoch_s": None
-        if timing.get("refresh_seconds") is None
-        else timing["refresh_seconds"] / epochs,
-        "images_per_s": timing.get("images_per_second"),
-        "wall_s": record.get("wall_seconds"),
-    }
-    if key in derived:
-        return derived[key]
-    value = record.get("metrics", {}).get(key)
-    return float(value) if isinstance(value, int | float) else None
-
-
-def cell_stat(records: Sequence[dict[str, Any]], key: str) -> Stat | None:
-    return summarize([v for r in records if (v := metric(r, key)) is not None])
-
-
-def _setting_order(setting: str) -> tuple[int, float, str]:
-    """Numeric settings ("depth=2", "16", "300") in numeric order; words ("epoch") after."""
-    text = setting.split("=", 1)[-1]
-    try:
-        return (0, float(text), setting)
-    except ValueError:
-        return (1, 0.0, setting)
-
-
-def _method_order(method: str) -> tuple[int, str]:
-    names = list(METHODS)
-    return (names.index(method), method) if method in names else (len(names), method)
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -225,13 +164,13 @@ _COST_COLUMNS = (
 def _settings_of(
     cells: dict[tuple[str, str, str], list[dict[str, Any]]], experiment: str
 ) -> list[str]:
-    return sorted({s for (e, s, _) in cells if e == experiment}, key=_setting_order)
+    return sorted({s for (e, s, _) in cells if e == experiment}, key=setting_order)
 
 
 def _methods_of(
     cells: dict[tuple[str, str, str], list[dict[str, Any]]], experiment: str
 ) -> list[str]:
-    return sorted({m for (e, _, m) in cells if e == experiment}, key=_method_order)
+    return sorted({m for (e, _, m) in cells if e == experiment}, key=method_order)
 
 
 def _records_of(
@@ -525,8 +464,6 @@ def render(records: Sequence[dict[str, Any]]) -> str:
 
 def write_report(results_dir: str | Path) -> list[Path]:
     """Write results.md and the plots from results_dir/results.jsonl; returns the files written."""
-    from vmfml.bench.plots import plot_ablations, plot_accuracy_vs_depth, plot_recall_at_1
-
     results_dir = Path(results_dir)
     records = latest_records(read_records(results_dir))
     report = results_dir / REPORT_FILE

@@ -1,0 +1,80 @@
+"""Statistics of the benchmark's table cells, and the order their rows and columns are shown in.
+
+Shared by the report (`vmfml.bench.report`, the markdown tables) and the figures
+(`vmfml.bench.plots`). A cell is the list of ok records of one (experiment, setting, method), as
+`vmfml.bench.report.by_cell` groups them; its statistic for a key is mean ± sample std over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vmfml.bench.profiles import METHODS
+
+Cells = dict[tuple[str, str, str], list[dict[str, Any]]]  # (experiment, setting, method) -> records
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (0 for a single value) of n values."""
+
+    mean: float
+    std: float
+    n: int
+
+
+def summarize(values: Sequence[float]) -> Stat | None:
+    """Mean ± sample std (ddof = 1) of the finite values; None when there are none."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return None
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return Stat(statistics.fmean(finite), std, len(finite))
+
+
+def metric(record: dict[str, Any], key: str) -> float | None:
+    """A metric or a per-epoch cost of a record (None if the run did not report it).
+
+    Cost keys: `epoch_s` (training + refresh seconds per epoch), `train_epoch_s`,
+    `refresh_epoch_s`, `images_per_s`, `wall_s` (the whole run with evaluation).
+    """
+    timing = record.get("timing", {})
+    epochs = max(1, int(record.get("settings", {}).get("epochs", 1)))
+    derived = {
+        "epoch_s": timing.get("epoch_seconds_mean"),
+        "train_epoch_s": None
+        if timing.get("train_seconds") is None
+        else timing["train_seconds"] / epochs,
+        "refresh_epoch_s": None
+        if timing.get("refresh_seconds") is None
+        else timing["refresh_seconds"] / epochs,
+        "images_per_s": timing.get("images_per_second"),
+        "wall_s": record.get("wall_seconds"),
+    }
+    if key in derived:
+        return derived[key]
+    value = record.get("metrics", {}).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def cell_stat(records: Sequence[dict[str, Any]], key: str) -> Stat | None:
+    """Mean ± sample std over the records of a metric or cost (`metric`); None when none has it."""
+    return summarize([v for r in records if (v := metric(r, key)) is not None])
+
+
+def setting_order(setting: str) -> tuple[int, float, str]:
+    """Numeric settings ("depth=2", "16", "300") in numeric order; words ("epoch") after."""
+    text = setting.split("=", 1)[-1]
+    try:
+        return (0, float(text), setting)
+    except ValueError:
+        return (1, 0.0, setting)
+
+
+def method_order(method: str) -> tuple[int, str]:
+    names = list(METHODS)
+    return (names.index(method), method) if method in names else (len(names), method)
