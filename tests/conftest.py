@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -40,3 +42,30 @@ def image_folder(tmp_path: Path, fashion_sample: tuple[np.ndarray, np.ndarray]) 
         for i, idx in enumerate(np.flatnonzero(y == c)[:30]):
             Image.fromarray(x[idx]).save(root / name / f"{i:03d}.png")
     return root
+
+
+# --- running the `vmfml` command in-process ----------------------------------------------------
+
+
+class CliRun(NamedTuple):
+    """What one `vmfml` command gave: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture()
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
+    """`run_cli("search", "--index", path, ...)` runs `vmfml search --index PATH ...` through
+    `vmfml.cli.main` (arguments may be paths or numbers) and returns its exit code, stdout and
+    stderr, holding only what that one command printed."""
+    from vmfml.cli import main
+
+    def run(*args: str | Path | int | float) -> CliRun:
+        capsys.readouterr()  # drop what was printed before
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return CliRun(code, out, err)
+
+    return run

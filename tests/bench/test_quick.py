@@ -12,30 +12,16 @@ from pathlib import Path
 import pytest
 
 from vmfml.bench.profiles import get_profile, plan
-from vmfml.cli import main
 
 pytestmark = pytest.mark.slow
 
 
 def test_quick_profile_runs_records_resumes_and_reports(
-    tmp_path: Path, fashion_sample: object
+    tmp_path: Path, fashion_sample: object, run_cli
 ) -> None:
     results = tmp_path / "bench"
-    assert (
-        main(
-            [
-                "bench",
-                "--profile",
-                "quick",
-                "--results",
-                str(results),
-                "--device",
-                "cpu",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    quick = ["--profile", "quick", "--results", results, "--device", "cpu", "--no-progress"]
+    assert run_cli("bench", *quick).code == 0
 
     specs = plan(get_profile("quick"))
     records = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()]
@@ -69,19 +55,5 @@ def test_quick_profile_runs_records_resumes_and_reports(
         assert (results / plot).stat().st_size > 0
 
     # A second invocation finds every run done and trains nothing.
-    assert (
-        main(
-            [
-                "bench",
-                "--profile",
-                "quick",
-                "--results",
-                str(results),
-                "--device",
-                "cpu",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert run_cli("bench", *quick).code == 0
     assert len((results / "results.jsonl").read_text().splitlines()) == len(specs)

@@ -4,8 +4,10 @@ model's embeddings computed by hand (independently of vmfml's transforms and loa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,3 +78,29 @@ def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     sims = queries.astype(np.float64) @ gallery.astype(np.float64).T
     ids = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(sims, ids, axis=1), ids
+
+
+def image_options(
+    folders: Folders, data: Path | None = None, checkpoint: Path | None = None
+) -> list[str]:
+    """The options of `vmfml embed` / `vmfml index` that embed a folder of images: the checkpoint
+    (the test model's unless given), the folder (the gallery unless given), no progress bar."""
+    return [
+        "--checkpoint",
+        str(checkpoint or folders.checkpoint),
+        "--data",
+        str(data or folders.gallery),
+        "--no-progress",
+    ]
+
+
+def embed_gallery(run_cli: Callable[..., Any], folders: Folders, out: Path) -> Path:
+    """`vmfml embed` of the gallery into the file `out` (`run_cli` is the fixture)."""
+    assert run_cli("embed", *image_options(folders), "--out", out).code == 0
+    return out
+
+
+def index_gallery(run_cli: Callable[..., Any], folders: Folders, out: Path) -> Path:
+    """`vmfml index` straight from the gallery's images into the folder `out`."""
+    assert run_cli("index", *image_options(folders), "--out", out).code == 0
+    return out

@@ -7,57 +7,41 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from index_helpers import CLASSES, GALLERY_PER_CLASS, Folders, make_checkpoint, reference_embeddings
+from index_helpers import (
+    CLASSES,
+    GALLERY_PER_CLASS,
+    Folders,
+    image_options,
+    index_gallery,
+    make_checkpoint,
+    reference_embeddings,
+)
 from PIL import Image
 
-from vmfml.cli import main
 from vmfml.index import Searcher, SearchIndex, load_embedding_file
 
 
-def build_index(folders: Folders, out: Path) -> Path:
-    assert (
-        main(
-            [
-                "index",
-                "--checkpoint",
-                str(folders.checkpoint),
-                "--data",
-                str(folders.gallery),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    return out
-
-
 def test_unreadable_gallery_image_is_named_or_skipped(
-    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, folders: Folders, run_cli
 ) -> None:
     bad = folders.gallery / "dress" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    args = [
-        "embed",
-        "--checkpoint",
-        str(folders.checkpoint),
-        "--data",
-        str(folders.gallery),
-        "--no-progress",
-    ]
-    assert main([*args, "--out", str(tmp_path / "a.npz")]) == 2
-    assert str(bad) in capsys.readouterr().err
+    args = ["embed", *image_options(folders)]
+    code, _, err = run_cli(*args, "--out", tmp_path / "a.npz")
+    assert code == 2
+    assert str(bad) in err
     assert not (tmp_path / "a.npz").exists()
     with pytest.warns(UserWarning, match="broken.png"):
-        assert main([*args, "--out", str(tmp_path / "b.npz"), "--on-error", "skip"]) == 0
+        assert run_cli(*args, "--out", tmp_path / "b.npz", "--on-error", "skip").code == 0
     emb = load_embedding_file(tmp_path / "b.npz")
     assert len(emb) == len(CLASSES) * GALLERY_PER_CLASS
     assert str(bad) not in emb.paths
 
 
-def test_query_of_other_size_and_channels_is_converted(tmp_path: Path, folders: Folders) -> None:
-    searcher = Searcher.from_index(build_index(folders, tmp_path / "idx"))
+def test_query_of_other_size_and_channels_is_converted(
+    tmp_path: Path, folders: Folders, run_cli
+) -> None:
+    searcher = Searcher.from_index(index_gallery(run_cli, folders, tmp_path / "idx"))
     grey_path = sorted((folders.queries / "coat").iterdir())[0]
     grey = Image.open(grey_path)
     reference = searcher.search_image(grey_path, k=5)
@@ -82,41 +66,26 @@ def test_query_of_other_size_and_channels_is_converted(tmp_path: Path, folders: 
     np.testing.assert_allclose(got, expected, atol=3e-3)
 
 
-def test_unusable_query_file_is_refused_by_name(
-    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
-) -> None:
-    index = build_index(folders, tmp_path / "idx")
+def test_unusable_query_file_is_refused_by_name(tmp_path: Path, folders: Folders, run_cli) -> None:
+    index = index_gallery(run_cli, folders, tmp_path / "idx")
     bad = folders.queries / "coat" / "zz_corrupt.png"
     bad.write_bytes(b"not a png at all")
     searcher = Searcher.from_index(index)
     with pytest.raises(ValueError, match="cannot read image .*zz_corrupt.png"):
         searcher.search_image(bad)
-    capsys.readouterr()
-    assert main(["search", "--index", str(index), str(bad)]) == 2
-    assert "zz_corrupt.png" in capsys.readouterr().err
+    code, _, err = run_cli("search", "--index", index, bad)
+    assert code == 2
+    assert "zz_corrupt.png" in err
     with pytest.warns(UserWarning, match="zz_corrupt.png"):
-        assert (
-            main(
-                [
-                    "search",
-                    "--index",
-                    str(index),
-                    str(folders.queries),
-                    "--on-error",
-                    "skip",
-                    "--format",
-                    "json",
-                ]
-            )
-            == 0
+        code, out, _ = run_cli(
+            "search", "--index", index, folders.queries, "--on-error", "skip", "--format", "json"
         )
-    assert "zz_corrupt" not in capsys.readouterr().out
+        assert code == 0
+    assert "zz_corrupt" not in out
 
 
-def test_index_of_another_model_is_refused(
-    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
-) -> None:
-    index = build_index(folders, tmp_path / "idx")
+def test_index_of_another_model_is_refused(tmp_path: Path, folders: Folders, run_cli) -> None:
+    index = index_gallery(run_cli, folders, tmp_path / "idx")
     other = tmp_path / "other.pt"
     make_checkpoint(other, seed=1)  # same architecture and dimension, other weights
     with pytest.raises(
@@ -132,24 +101,10 @@ def test_index_of_another_model_is_refused(
     ):
         Searcher.from_index(index, checkpoint=wider)
     # Query embeddings written by another model: refused naming both.
-    assert (
-        main(
-            [
-                "embed",
-                "--checkpoint",
-                str(other),
-                "--data",
-                str(folders.queries),
-                "--out",
-                str(tmp_path / "q.npz"),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
-    assert main(["search", "--index", str(index), str(tmp_path / "q.npz")]) == 2
-    err = capsys.readouterr().err
+    queries = image_options(folders, data=folders.queries, checkpoint=other)
+    assert run_cli("embed", *queries, "--out", tmp_path / "q.npz").code == 0
+    code, _, err = run_cli("search", "--index", index, tmp_path / "q.npz")
+    assert code == 2
     assert "model.pt" in err and "other.pt" in err
     # Raw vectors of the wrong dimension.
     searcher = Searcher.from_index(index)
@@ -157,47 +112,32 @@ def test_index_of_another_model_is_refused(
         searcher.search_vector(np.ones(8))
 
 
-def test_missing_index_folder_and_checkpoint(
-    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_index_folder_and_checkpoint(tmp_path: Path, folders: Folders, run_cli) -> None:
     query = next(folders.queries.rglob("*.png"))
-    assert main(["search", "--index", str(tmp_path / "nowhere"), str(query)]) == 2
-    assert f"index folder not found: {tmp_path / 'nowhere'}" in capsys.readouterr().err
-    index = build_index(folders, tmp_path / "idx")
+    code, _, err = run_cli("search", "--index", tmp_path / "nowhere", query)
+    assert code == 2
+    assert f"index folder not found: {tmp_path / 'nowhere'}" in err
+    index = index_gallery(run_cli, folders, tmp_path / "idx")
     moved = tmp_path / "moved.pt"
     folders.checkpoint.rename(moved)
-    capsys.readouterr()
-    assert main(["search", "--index", str(index), str(query)]) == 2
-    assert "checkpoint recorded by the index" in capsys.readouterr().err
-    assert main(["search", "--index", str(index), str(query), "--checkpoint", str(moved)]) == 0
+    code, _, err = run_cli("search", "--index", index, query)
+    assert code == 2
+    assert "checkpoint recorded by the index" in err
+    assert run_cli("search", "--index", index, query, "--checkpoint", moved).code == 0
 
 
-def test_cli_option_errors(
-    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["index", "--out", str(tmp_path / "i")]) == 2
-    assert "no gallery" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "index",
-                "--checkpoint",
-                str(folders.checkpoint),
-                "--data",
-                str(folders.gallery),
-                "--out",
-                str(tmp_path / "i"),
-                "--nprobe",
-                "3",
-            ]
-        )
-        == 2
-    )
-    assert "--nprobe not valid with --kind flat" in capsys.readouterr().err
-    index = build_index(folders, tmp_path / "idx")
-    capsys.readouterr()
-    assert main(["search", "--index", str(index), str(folders.queries), "--ef-search", "5"]) == 2
-    assert "ef_search applies to hnsw indexes; this one is flat" in capsys.readouterr().err
-    assert main(["search", "--index", str(index), str(tmp_path / "missing.png")]) == 2
-    assert "query not found" in capsys.readouterr().err
+def test_cli_option_errors(tmp_path: Path, folders: Folders, run_cli) -> None:
+    code, _, err = run_cli("index", "--out", tmp_path / "i")
+    assert code == 2
+    assert "no gallery" in err
+    code, _, err = run_cli("index", *image_options(folders), "--out", tmp_path / "i", "--nprobe", 3)
+    assert code == 2
+    assert "--nprobe not valid with --kind flat" in err
+    index = index_gallery(run_cli, folders, tmp_path / "idx")
+    code, _, err = run_cli("search", "--index", index, folders.queries, "--ef-search", 5)
+    assert code == 2
+    assert "ef_search applies to hnsw indexes; this one is flat" in err
+    code, _, err = run_cli("search", "--index", index, tmp_path / "missing.png")
+    assert code == 2
+    assert "query not found" in err
     assert SearchIndex.load(index).kind == "flat"

@@ -13,36 +13,33 @@ from index_helpers import (
     QUERIES_PER_CLASS,
     Folders,
     brute_force,
+    embed_gallery,
+    index_gallery,
     reference_embeddings,
 )
 from PIL import Image
 
-from vmfml.cli import main
 from vmfml.index import SearchIndex, load_embedding_file
 from vmfml.index.grid import CORRECT, WRONG, cell_origin, grid_size
 
 
-def embed(folders: Folders, out: Path) -> Path:
-    assert (
-        main(
-            [
-                "embed",
-                "--checkpoint",
-                str(folders.checkpoint),
-                "--data",
-                str(folders.gallery),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+def index_embeddings(run_cli, embeddings: Path, out: Path, *options: str) -> Path:
+    """`vmfml index` of an embedding file into the folder `out`."""
+    assert run_cli("index", "--embeddings", embeddings, "--out", out, *options).code == 0
     return out
 
 
-def test_embed_writes_the_models_embeddings(tmp_path: Path, folders: Folders) -> None:
-    emb = load_embedding_file(embed(folders, tmp_path / "gallery.npz"))
+def search_json(run_cli, index: Path, queries: Path, k: int, *options: str) -> dict:
+    """`vmfml search --format json`: the parsed answer."""
+    code, out, err = run_cli(
+        "search", "--index", index, queries, "-k", k, "--format", "json", *options
+    )
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_embed_writes_the_models_embeddings(tmp_path: Path, folders: Folders, run_cli) -> None:
+    emb = load_embedding_file(embed_gallery(run_cli, folders, tmp_path / "gallery.npz"))
     n = len(CLASSES) * GALLERY_PER_CLASS
     assert emb.embeddings.shape == (n, 16) and emb.embeddings.dtype == np.float32
     assert isinstance(emb.embeddings, np.memmap)  # read in place, not loaded whole
@@ -60,39 +57,15 @@ def test_embed_writes_the_models_embeddings(tmp_path: Path, folders: Folders) ->
     assert emb.meta["count"] == n
 
 
-def test_index_and_search_equal_brute_force(
-    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
-) -> None:
-    gallery = load_embedding_file(embed(folders, tmp_path / "gallery.npz"))
-    assert (
-        main(
-            ["index", "--embeddings", str(tmp_path / "gallery.npz"), "--out", str(tmp_path / "idx")]
-        )
-        == 0
-    )
-    index = SearchIndex.load(tmp_path / "idx")
+def test_index_and_search_equal_brute_force(tmp_path: Path, folders: Folders, run_cli) -> None:
+    gallery = load_embedding_file(embed_gallery(run_cli, folders, tmp_path / "gallery.npz"))
+    index = SearchIndex.load(index_embeddings(run_cli, tmp_path / "gallery.npz", tmp_path / "idx"))
     assert index.meta["model"]["fingerprint"] == gallery.meta["model"]["fingerprint"]
     assert index.meta["gallery_root"] == str(folders.gallery.resolve())
     assert [it["label"] for it in index.items] == gallery.label_names()
-    capsys.readouterr()
 
     k = 4
-    assert (
-        main(
-            [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                str(folders.queries),
-                "-k",
-                str(k),
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
-    out = json.loads(capsys.readouterr().out)
+    out = search_json(run_cli, tmp_path / "idx", folders.queries, k)
     queries = out["queries"]
     assert len(queries) == len(CLASSES) * QUERIES_PER_CLASS
     assert [q["label"] for q in queries] == [Path(q["query"]).parent.name for q in queries]
@@ -114,28 +87,11 @@ def test_index_and_search_equal_brute_force(
 
 
 def test_index_straight_from_images_and_table_output(
-    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, folders: Folders, run_cli
 ) -> None:
-    embed(folders, tmp_path / "gallery.npz")
-    assert (
-        main(["index", "--embeddings", str(tmp_path / "gallery.npz"), "--out", str(tmp_path / "a")])
-        == 0
-    )
-    assert (
-        main(
-            [
-                "index",
-                "--checkpoint",
-                str(folders.checkpoint),
-                "--data",
-                str(folders.gallery),
-                "--out",
-                str(tmp_path / "b"),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    embed_gallery(run_cli, folders, tmp_path / "gallery.npz")
+    index_embeddings(run_cli, tmp_path / "gallery.npz", tmp_path / "a")
+    index_gallery(run_cli, folders, tmp_path / "b")
     a, b = SearchIndex.load(tmp_path / "a"), SearchIndex.load(tmp_path / "b")
     assert list(a.items) == list(b.items)
     assert a.meta["model"] == b.meta["model"]
@@ -143,142 +99,51 @@ def test_index_straight_from_images_and_table_output(
         a.index.reconstruct_n(0, len(a)), b.index.reconstruct_n(0, len(b))
     )
     assert not list(tmp_path.glob(".vmfml-*"))  # the scratch embedding file is gone
-    capsys.readouterr()
     query = sorted((folders.queries / "trouser").iterdir())[0]
-    assert main(["search", "--index", str(tmp_path / "b"), str(query), "-k", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    code, out, _ = run_cli("search", "--index", tmp_path / "b", query, "-k", 3)
+    assert code == 0
+    lines = out.splitlines()
     assert lines[0] == f"query 1/1: {query}"
     assert len(lines) == 2 + 3  # header, column names, 3 hits
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_kinds_through_the_cli(
-    tmp_path: Path, folders: Folders, kind: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, folders: Folders, kind: str, run_cli
 ) -> None:
-    embed(folders, tmp_path / "gallery.npz")
+    embed_gallery(run_cli, folders, tmp_path / "gallery.npz")
     opts = ["--nlist", "4", "--nprobe", "4"] if kind == "ivf" else ["--m", "8", "--ef-search", "80"]
-    assert (
-        main(
-            [
-                "index",
-                "--embeddings",
-                str(tmp_path / "gallery.npz"),
-                "--out",
-                str(tmp_path / "idx"),
-                "--kind",
-                kind,
-                *opts,
-            ]
-        )
-        == 0
-    )
+    index_embeddings(run_cli, tmp_path / "gallery.npz", tmp_path / "idx", "--kind", kind, *opts)
     index = SearchIndex.load(tmp_path / "idx")
     assert index.kind == kind
-    capsys.readouterr()
     # nprobe = nlist and a large ef on 60 items: both are exact here, so equal the flat answer.
-    assert (
-        main(
-            [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                str(folders.queries),
-                "-k",
-                "5",
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
-    approx = json.loads(capsys.readouterr().out)
-    assert (
-        main(
-            [
-                "index",
-                "--embeddings",
-                str(tmp_path / "gallery.npz"),
-                "--out",
-                str(tmp_path / "flat"),
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "search",
-                "--index",
-                str(tmp_path / "flat"),
-                str(folders.queries),
-                "-k",
-                "5",
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
-    exact = json.loads(capsys.readouterr().out)
+    approx = search_json(run_cli, tmp_path / "idx", folders.queries, 5)
+    index_embeddings(run_cli, tmp_path / "gallery.npz", tmp_path / "flat")
+    exact = search_json(run_cli, tmp_path / "flat", folders.queries, 5)
     assert [[h["id"] for h in q["hits"]] for q in approx["queries"]] == [
         [h["id"] for h in q["hits"]] for q in exact["queries"]
     ]
 
 
 def test_search_with_an_embedding_file_as_queries(
-    tmp_path: Path, folders: Folders, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, folders: Folders, run_cli
 ) -> None:
-    embed(folders, tmp_path / "gallery.npz")
-    assert (
-        main(
-            ["index", "--embeddings", str(tmp_path / "gallery.npz"), "--out", str(tmp_path / "idx")]
-        )
-        == 0
-    )
-    capsys.readouterr()
+    embed_gallery(run_cli, folders, tmp_path / "gallery.npz")
+    index_embeddings(run_cli, tmp_path / "gallery.npz", tmp_path / "idx")
     # The gallery searched against itself: every item's nearest neighbour is itself.
-    assert (
-        main(
-            [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                str(tmp_path / "gallery.npz"),
-                "-k",
-                "1",
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
-    out = json.loads(capsys.readouterr().out)
+    out = search_json(run_cli, tmp_path / "idx", tmp_path / "gallery.npz", 1)
     assert [q["hits"][0]["path"] for q in out["queries"]] == [q["query"] for q in out["queries"]]
     assert out["precision@1"] == 1.0
 
 
-def test_grid_png(tmp_path: Path, folders: Folders) -> None:
-    embed(folders, tmp_path / "gallery.npz")
-    assert (
-        main(
-            ["index", "--embeddings", str(tmp_path / "gallery.npz"), "--out", str(tmp_path / "idx")]
-        )
-        == 0
-    )
+def test_grid_png(tmp_path: Path, folders: Folders, run_cli) -> None:
+    embed_gallery(run_cli, folders, tmp_path / "gallery.npz")
+    index_embeddings(run_cli, tmp_path / "gallery.npz", tmp_path / "idx")
     grid = tmp_path / "grid.png"
     k, thumb = 3, 40
-    args = [
-        "search",
-        "--index",
-        str(tmp_path / "idx"),
-        str(folders.queries),
-        "-k",
-        str(k),
-        "--format",
-        "json",
-    ]
-    assert main([*args, "--grid", str(grid), "--thumb", str(thumb)]) == 0
+    search_json(
+        run_cli, tmp_path / "idx", folders.queries, k, "--grid", str(grid), "--thumb", str(thumb)
+    )
     n_queries = len(CLASSES) * QUERIES_PER_CLASS
     image = Image.open(grid)
     assert image.format == "PNG" and image.size == grid_size(n_queries, k, thumb)
