@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vmfml.files import scratch_dir
     from vmfml.index.embeddings import load_embedding_file
-    from vmfml.index.search_index import SearchIndex
+    from vmfml.index.search_index import SearchIndex, check_destination
 
     if args.embeddings and (args.checkpoint or args.data):
         raise ValueError("give either --embeddings, or --checkpoint with --data, not both")
@@ -58,15 +58,16 @@ def run(args: argparse.Namespace) -> int:
             "no gallery: give --embeddings FILE.npz, or --checkpoint CKPT with --data FOLDER"
         )
     options = _kind_options(args)
+    # Before any work: an --out that cannot take the index (a file, a folder of other things).
+    check_destination(args.out)
     scratch = None
     try:
         if args.embeddings:
             gallery = load_embedding_file(args.embeddings)
         else:
-            parent = Path(args.out).resolve().parent
-            parent.mkdir(parents=True, exist_ok=True)
-            scratch = tempfile.mkdtemp(prefix=".vmfml-index-", dir=parent)
-            gallery = _embed_gallery(args, Path(scratch) / "gallery.npz")
+            # Beside --out, named after it: a killed run's scratch is removed by the next one.
+            scratch = scratch_dir(Path(args.out))
+            gallery = _embed_gallery(args, scratch / "gallery.npz")
         meta: dict[str, Any] = {
             "model": gallery.meta.get("model"),
             "gallery_root": gallery.meta.get("data_root"),

@@ -14,12 +14,19 @@ On disk an index is a folder:
     meta.json     format, version, kind, dim, count, options and whatever the caller recorded
                   (the model: config, checkpoint, preprocessing, fingerprint; the gallery root...)
     items.json    {"paths": [...], "labels": [...]}: row i of the index is item i
+
+The folder is written whole and swapped in for an existing one in a single rename
+(`vmfml.files.atomic_folder`): a rebuild killed at any point leaves the previous index or the new
+one, never index.faiss of one and meta.json of the other. meta.json also records the size and
+SHA-256 of index.faiss and items.json, and `load` refuses a folder whose files do not match it
+(one mixed by hand, or by a version of vmfml that wrote the files one by one).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -28,12 +35,16 @@ import faiss
 import numpy as np
 import torch
 
-from vmfml.files import atomic_write
+from vmfml.files import atomic_folder, file_digest, temp_entries
 
 FORMAT = "vmfml-index"
 VERSION = 1
 KINDS = ("flat", "ivf", "hnsw")
 FILES = ("index.faiss", "meta.json", "items.json")
+# The files meta.json vouches for, by size and SHA-256.
+CHECKED_FILES = ("index.faiss", "items.json")
+# meta.json keys written by `save` (not the caller's own metadata).
+RESERVED_META = ("format", "version", "kind", "dim", "count", "metric", "options", "files")
 # Rows per faiss.add call: bounds the float32 copy of a memory-mapped input to ~32 MiB at D=128.
 CHUNK_ROWS = 65_536
 # How far from 1 an embedding's norm may be before it is refused as "not on the unit sphere".
@@ -320,9 +331,14 @@ class SearchIndex:
     # ---- persistence -------------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
-        """Write `index.faiss`, `meta.json` and `items.json` into `directory` (created)."""
+        """Write `index.faiss`, `meta.json` and `items.json` into `directory`, whole or not at all.
+
+        The files are written into a new folder beside `directory`, which then replaces it in
+        one rename; an existing `directory` must be empty or an index folder (it is replaced
+        whole, so other files would be lost: see `check_destination`).
+        """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        check_destination(directory)
         meta = {
             **self.meta,
             "format": FORMAT,
@@ -333,12 +349,16 @@ class SearchIndex:
             "metric": "inner_product",
             "options": self.options,
         }
-        atomic_write(directory / "index.faiss", lambda tmp: faiss.write_index(self.index, tmp))
-        _atomic_write_text(
-            directory / "items.json", json.dumps({"paths": self._paths, "labels": self._labels})
-        )
-        # meta.json last: a folder with it is complete.
-        _atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, default=str))
+
+        def write(folder: Path) -> None:
+            faiss.write_index(self.index, str(folder / "index.faiss"))
+            (folder / "items.json").write_text(
+                json.dumps({"paths": self._paths, "labels": self._labels})
+            )
+            meta["files"] = {name: _fingerprint(folder / name) for name in CHECKED_FILES}
+            (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+
+        atomic_folder(directory, write)
         return directory
 
     @classmethod
@@ -351,7 +371,14 @@ class SearchIndex:
         """
         directory = Path(directory)
         if not directory.is_dir():
-            raise FileNotFoundError(f"index folder not found: {directory}")
+            left = [p.name for p in temp_entries(directory) if (p / "meta.json").is_file()]
+            hint = (
+                f" (a rebuild was interrupted: {', '.join(left)} beside it holds a complete "
+                "index; run `vmfml index` again)"
+                if left
+                else ""
+            )
+            raise FileNotFoundError(f"index folder not found: {directory}{hint}")
         missing = [f for f in FILES if not (directory / f).is_file()]
         if missing:
             raise FileNotFoundError(
@@ -360,13 +387,17 @@ class SearchIndex:
             )
         try:
             meta = json.loads((directory / "meta.json").read_text())
-            stored = json.loads((directory / "items.json").read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{directory}: damaged metadata: {err}") from err
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{directory}: damaged metadata: meta.json: {err}") from err
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{directory}/meta.json is not vmfml index metadata")
         if int(meta.get("version", 0)) > VERSION:
             raise ValueError(f"{directory} was written by a newer vmfml (format {meta['version']})")
+        _check_files(directory, meta.get("files"))
+        try:
+            stored = json.loads((directory / "items.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{directory}: damaged metadata: items.json: {err}") from err
         try:
             faiss_index = faiss.read_index(str(directory / "index.faiss"))
         except RuntimeError as err:
@@ -384,11 +415,7 @@ class SearchIndex:
             )
         kind = meta["kind"]
         options = dict(meta.get("options", {}))
-        own = {
-            k: meta[k]
-            for k in meta
-            if k not in ("format", "version", "kind", "dim", "count", "metric", "options")
-        }
+        own = {k: meta[k] for k in meta if k not in RESERVED_META}
         index = cls(faiss_index, kind, own, options)
         index._paths, index._labels = list(paths), list(labels)
         index.set_search_params(
@@ -436,5 +463,55 @@ def _model_name(meta: dict[str, Any]) -> str:
     return describe(meta["model"]) if meta.get("model") else ""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+def check_destination(directory: str | Path) -> None:
+    """Refuse to write an index to `directory` unless it is new, empty or an index folder.
+
+    `save` replaces the folder whole; anything in it besides an index's files would be lost.
+    Temporary files left in an index folder by an interrupted save of older versions count as
+    the index's own (they go with it).
+
+    Raises:
+        ValueError: `directory` is a file, or a folder holding other files (some are named).
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise ValueError(f"cannot write an index to {directory}: it exists and is not a folder")
+    leftover = re.compile(rf"^\.({'|'.join(map(re.escape, FILES))})\..*\.tmp$")
+    foreign = sorted(
+        p.name for p in directory.iterdir() if p.name not in FILES and not leftover.match(p.name)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise ValueError(
+            f"cannot write an index to {directory}: it holds files that are not part of an index "
+            f"({shown}), and writing replaces the whole folder; give a new folder, or an "
+            "existing index folder to rebuild it"
+        )
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+
+
+def _check_files(directory: Path, recorded: Any) -> None:
+    """Refuse files that are not those meta.json was written with (sizes first: cheap)."""
+    if recorded is None:  # written before meta.json recorded its files
+        return
+    if not isinstance(recorded, dict) or any(
+        not isinstance(recorded.get(name), dict) for name in CHECKED_FILES
+    ):
+        raise ValueError(f"{directory}/meta.json: damaged 'files' record")
+    for check in ("bytes", "sha256"):
+        for name in CHECKED_FILES:
+            path = directory / name
+            actual = path.stat().st_size if check == "bytes" else file_digest(path)
+            if actual != recorded[name].get(check):
+                raise ValueError(
+                    f"{directory} mixes files of different index builds: {name} is not the file "
+                    f"its meta.json was written with ({check} differ); the folder cannot be "
+                    "trusted, rebuild it with `vmfml index`"
+                )
