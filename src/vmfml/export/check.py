@@ -66,6 +66,8 @@ def check_export(
         ExportMismatchError: a difference above `atol`, or an output of the wrong shape (the
             message gives the batch size and the difference).
     """
+    if not (isinstance(atol, (int, float)) and np.isfinite(atol) and atol >= 0):
+        raise ValueError(f"atol must be a finite number >= 0, got {atol!r}")
     if images.ndim != 4 or len(images) < 2:
         raise ValueError(f"check images must be [B >= 2, C, H, W], got {tuple(images.shape)}")
     model = model.cpu().eval()

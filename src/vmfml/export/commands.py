@@ -1,13 +1,16 @@
 """`vmfml export`: write a checkpoint's embedding model as ONNX or TorchScript, then check it.
 
 The check runs the exported file (onnxruntime / torch.jit.load) on images - real ones from
-`--check-data`, else random ones - and compares with PyTorch; above `--atol` the command fails
-and removes the file, so a wrong export is never left behind looking valid.
+`--check-data`, else random ones - and compares with PyTorch. The file is written under a
+temporary name and renamed to `--out` only after the check passes: above `--atol` the command
+fails and `--out` is left as it was (a previous good export stays), so a wrong export is never
+left behind looking valid.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from typing import Any
 import torch
 
 from vmfml.export.check import DEFAULT_ATOL
-from vmfml.export.exporter import DEFAULT_OPSET, FORMATS
+from vmfml.export.exporter import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,31 +33,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--atol",
-        type=float,
+        type=tolerance,
         default=DEFAULT_ATOL,
-        help=f"allowed max abs difference (default {DEFAULT_ATOL:g})",
+        help=f"allowed max abs difference, >= 0 (default {DEFAULT_ATOL:g})",
     )
     parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+        "--opset",
+        type=opset,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})",
     )
+
+
+def tolerance(text: str) -> float:
+    """--atol: a finite number >= 0 (a negative one could never pass, NaN would always)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def opset(text: str) -> int:
+    """--opset: an integer in the range torch's exporter supports."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not MIN_OPSET <= value <= MAX_OPSET:
+        raise argparse.ArgumentTypeError(
+            f"ONNX opset must lie in {MIN_OPSET}..{MAX_OPSET} (what torch's exporter supports); "
+            f"got {value}"
+        )
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     from vmfml.export.check import ExportMismatchError, check_export
-    from vmfml.export.exporter import export_model
+    from vmfml.export.exporter import check_destination, export_model
     from vmfml.train.checkpoint import load_embedding_model
 
     if args.check_images < 2:
         raise ValueError(f"--check-images must be at least 2, got {args.check_images}")
+    out = check_destination(args.out)
+    existed = out.is_file()
     model, _ = load_embedding_model(args.checkpoint)
     images, source = check_images(model, args.check_data, args.check_images)
     options = {"opset": args.opset} if args.format == "onnx" else {}
-    out = export_model(model, args.format, args.out, **options)
-    try:
-        result = check_export(out, args.format, model, images, atol=args.atol)
-    except ExportMismatchError as err:
-        Path(out).unlink(missing_ok=True)
-        raise ExportMismatchError(f"{err}; removed {out}") from err
+    result: dict[str, Any] = {}
+
+    def check(tmp: Path) -> None:
+        # The check names the file; the user knows it as --out, not as its temporary name.
+        try:
+            result.update(check_export(tmp, args.format, model, images, atol=args.atol))
+        except ExportMismatchError as err:
+            kept = f"{out} left as it was" if existed else f"{out} not written"
+            raise ExportMismatchError(f"{str(err).replace(str(tmp), str(out))}; {kept}") from err
+
+    export_model(model, args.format, out, check=check, **options)
     print(
         f"wrote {out} ({args.format}); check on {result['images']} {source} images, batch sizes "
         f"{result['batch_sizes']}: max abs diff {result['max_abs_diff']:.2e} <= {args.atol:g}",
