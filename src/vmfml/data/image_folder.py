@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vmfml.data.dataset import ImageDataset
+from vmfml.data.errors import DataError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -51,7 +52,7 @@ def decode_image(
     bilinear filter, which widens when shrinking, i.e. antialiases.
 
     Raises:
-        ValueError: the file cannot be read or decoded; the message names it.
+        DataError (a ValueError): the file cannot be read or decoded; the message names it.
     """
     if mode not in MODES:
         raise ValueError(f"image mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -66,7 +67,7 @@ def decode_image(
     # PIL's format plugins raise many exception types (OSError, SyntaxError, struct.error,
     # DecompressionBombError...) for a broken file; whichever it is, the user needs the path.
     except Exception as err:
-        raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
+        raise DataError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
     tensor = torch.from_numpy(array.copy())
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
 
@@ -145,14 +146,31 @@ class ImageFolderDataset(ImageDataset):
             keep.append(i)
         if not bad:
             return self
-        out = self.subset(keep)
+        return self.keep_only(keep)
+
+    def keep_only(self, keep: Sequence[int], what: str = "readable") -> ImageFolderDataset:
+        """The images at `keep` (dropping bad ones), refusing to leave a class without images.
+
+        A class that had no images to begin with is not counted (a benchmark split may list
+        classes it has no images of, such as In-Shop's gallery-only items among the queries).
+
+        Raises:
+            DataError: a class that had images lost them all (the first ten are named).
+        """
+        out = self.subset(list(keep))
         empty = [
             name
-            for name, n in zip(out.class_names, out.class_counts().tolist(), strict=True)
-            if n == 0
+            for name, before, after in zip(
+                self.class_names,
+                self.class_counts().tolist(),
+                out.class_counts().tolist(),
+                strict=True,
+            )
+            if before > 0 and after == 0
         ]
         if empty:
-            raise ValueError(f"no readable images left in class folder(s): {', '.join(empty)}")
+            more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+            raise DataError(f"no {what} images left in class(es): {', '.join(empty[:10])}{more}")
         return out
 
     def _take(self, indices: Tensor) -> ImageFolderDataset:

@@ -20,7 +20,7 @@ def add_model_run_arguments(
     if not loader:
         return
     parser.add_argument(
-        "--workers", type=int, default=0, help="data-loading processes (default: 0)"
+        "--workers", type=non_negative_int, default=0, help="data-loading processes (default: 0)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -32,6 +32,16 @@ def add_on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
         default="raise",
         help=f"an unreadable {what}: 'raise' stops naming it, 'skip' leaves it out with a warning",
     )
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -56,3 +66,18 @@ def load_gallery(folder: str | Path, preprocessing: Any, on_error: str, progress
     return image_folder(
         folder, on_error=on_error, mode="L" if channels == 1 else "RGB", progress=progress
     )
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """Refuse, before any work, an output file that cannot be written where the user said.
+
+    Its folder must exist (a typo is not silently turned into new folders) and it must not be a
+    folder itself.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give the file to write")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{flag} {path}: the folder {parent} does not exist")
+    return path

@@ -47,6 +47,9 @@ def embed_gallery(args: argparse.Namespace, out: str | Path) -> tuple[Path, Any,
 
 
 def run(args: argparse.Namespace) -> int:
+    npz = args.out if str(args.out).endswith(".npz") else f"{args.out}.npz"
+    if Path(args.out).is_dir() or Path(npz).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give the embedding file to write (.npz)")
     out, dataset, model = embed_gallery(args, args.out)
     print(
         f"wrote {len(dataset)} embeddings (D={model.embed_dim}, {len(dataset.class_names)} classes) "

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vmfml.files import atomic_write
+from vmfml.files import atomic_write, scratch_dir
 
 FORMAT = "vmfml-embeddings"
 VERSION = 1
@@ -138,7 +137,16 @@ def load_embedding_file(path: str | Path, mmap: bool = True) -> EmbeddingFile:
     if not path.is_file():
         raise FileNotFoundError(f"embedding file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz_file = np.load(path, allow_pickle=False)
+    # numpy reads any other file as a pickle, which allow_pickle=False refuses (ValueError).
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a vmfml embedding file (an .npz): {err}") from err
+    if not isinstance(npz_file, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path} is not a vmfml embedding file: it holds a single array, not an .npz archive"
+        )
+    try:
+        with npz_file as npz:
             missing = [m for m in MEMBERS if m not in npz.files]
             if missing:
                 raise ValueError(
@@ -152,7 +160,11 @@ def load_embedding_file(path: str | Path, mmap: bool = True) -> EmbeddingFile:
             embeddings = _memmap_member(path, "embeddings.npy") if mmap else None
             if embeddings is None:
                 embeddings = npz["embeddings"]
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read embedding file {path}: {err}") from err
+    except ValueError as err:  # a damaged member (numpy, json); say which file
+        if str(path) in str(err):
+            raise
         raise ValueError(f"cannot read embedding file {path}: {err}") from err
     if embeddings.ndim != 2 or embeddings.dtype != np.float32:
         raise ValueError(
@@ -221,6 +233,7 @@ def embed_into(
     """
     from tqdm.auto import tqdm
 
+    from vmfml.data.errors import reraise_worker_errors
     from vmfml.data.transforms import TransformedDataset, make_transform
 
     if batch_size <= 0:
@@ -236,7 +249,7 @@ def embed_into(
     start = 0
     try:
         with tqdm(total=len(dataset), desc="embed", unit="img", disable=not progress) as bar:
-            for images, _ in loader:
+            for images, _ in reraise_worker_errors(loader):
                 z = model(images.to(device)).float().cpu().numpy()  # [B, D]
                 out[start : start + len(z)] = z
                 start += len(z)
@@ -274,7 +287,7 @@ def embed_folder_to_file(
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix=".vmfml-embed-", dir=out_path.parent)
+    scratch = str(scratch_dir(out_path))  # removed below; if killed, by the next run
     try:
         info = model_info(model, checkpoint)
         rows = np.lib.format.open_memmap(

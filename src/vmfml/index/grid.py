@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from vmfml.files import atomic_write
 from vmfml.index.searcher import Hit, ImageLike
 
 BORDER = 4
@@ -80,8 +81,7 @@ def save_result_grid(
             color = hit_color(query_label, hit["label"])
             _draw_cell(canvas, draw, font, row, col, hit["path"], color, text, thumb)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out, format="PNG")
+    atomic_write(out, lambda tmp: canvas.save(tmp, format="PNG"))
     return out
 
 

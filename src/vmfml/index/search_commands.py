@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from vmfml.index.cli_common import add_model_run_arguments, add_on_error_argument, positive_int
+from vmfml.index.cli_common import (
+    add_model_run_arguments,
+    add_on_error_argument,
+    check_output_file,
+    positive_int,
+)
 
 # Queries embedded and searched per round: bounds memory for a folder of many thousand images.
 QUERY_CHUNK = 256
@@ -56,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.grid:
+        check_output_file(args.grid, "--grid")
     embedding_files = [q for q in args.queries if str(q).endswith(".npz")]
     if embedding_files and len(embedding_files) != len(args.queries):
         raise ValueError(
