@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -51,13 +51,37 @@ def _benchmark(config: TrainConfig) -> DataSplit:
         raise ValueError(
             f"--data {config.data} needs --data-root: the folder holding its official files"
         )
+    _check_no_split_options(config)
     bench = get_benchmark(config.data)
-    train = bench.load(config.data_root, bench.train_split)
+
+    def load(split: str) -> Any:
+        return bench.load(
+            config.data_root, split, on_error=config.on_bad_image, progress=config.progress
+        )
+
+    train = load(bench.train_split)
     if len(bench.eval_splits) == 2:
-        query, gallery = (bench.load(config.data_root, s) for s in bench.eval_splits)
+        query, gallery = (load(s) for s in bench.eval_splits)
         return DataSplit(_subset(train, config), query, disjoint=True, gallery=gallery)
-    test = bench.load(config.data_root, bench.eval_splits[0])
+    test = load(bench.eval_splits[0])
     return DataSplit(_subset(train, config), test, disjoint=True)
+
+
+def _check_no_split_options(config: TrainConfig) -> None:
+    """A benchmark has its official class-disjoint split: --split and --test-fraction would be
+    ignored, so a value other than the default is refused rather than silently dropped."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    given = [
+        f"--{name.replace('_', '-')} {getattr(config, name)}"
+        for name in ("split", "test_fraction")
+        if getattr(config, name) != defaults[name]
+    ]
+    if given:
+        raise ValueError(
+            f"{' and '.join(given)} cannot apply to --data {config.data}: the benchmark has its "
+            "official class-disjoint train/test split, always used; leave these options out "
+            "(they split folders and the built-in data sets)"
+        )
 
 
 def _subset(dataset: Any, config: TrainConfig) -> Any:

@@ -29,6 +29,7 @@ from vmfml.data.image_folder import ImageFolderDataset
 STANDARD_RECALL_KS: tuple[int, ...] = (1, 2, 4, 8)
 SPLITS: tuple[str, ...] = ("train", "test")
 NUM_TRAIN_CLASSES = 98
+NUM_CLASSES = 196
 
 LAYOUT = """\
   either the one-file layout:
@@ -108,13 +109,18 @@ def _devkit_layout(base: Path) -> tuple[list[Path], list[int]]:
     return paths, classes
 
 
-def load_cars196(root: PathLike, split: str = "train") -> ImageFolderDataset:
+def load_cars196(
+    root: PathLike, split: str = "train", on_error: str = "raise", progress: bool = True
+) -> ImageFolderDataset:
     """Cars196 from either official layout, split class-disjointly at class 98.
 
     Args:
         root: the folder holding `cars_annos.mat` and `car_ims/`, or the devkit layout (also
             under `root/stanford_cars`, where torchvision puts it).
         split: "train" (classes 1-98) or "test" (classes 99-196).
+        on_error: "raise" refuses missing images (all are checked at load); "skip" drops missing
+            and unreadable ones with a warning (decoding every image once).
+        progress: a progress bar while decoding (with "skip").
 
     Returns:
         An `ImageFolderDataset` in annotation order (devkit: train images, then test images);
@@ -125,6 +131,7 @@ def load_cars196(root: PathLike, split: str = "train") -> ImageFolderDataset:
     base = Path(root).expanduser()
     if (base / "cars_annos.mat").is_file():
         paths, classes = _one_file_layout(base)
+        listed_in = str(base / "cars_annos.mat")
     else:
         devkit_base = next(
             (
@@ -141,7 +148,23 @@ def load_cars196(root: PathLike, split: str = "train") -> ImageFolderDataset:
             )
         base = devkit_base
         paths, classes = _devkit_layout(base)
+        listed_in = f"the annotation files under {base}"
+    out_of_range = [c for c in classes if not 1 <= c <= NUM_CLASSES]
+    if out_of_range:
+        raise ValueError(
+            f"{listed_in}: class ids must lie in 1..{NUM_CLASSES} (Cars196 has {NUM_CLASSES} "
+            f"classes); found {sorted(set(out_of_range))[:10]}"
+        )
 
     keep = [i for i, c in enumerate(classes) if (c <= NUM_TRAIN_CLASSES) == (split == "train")]
     class_ids = [classes[i] for i in keep]
-    return build_dataset(base, [paths[i] for i in keep], class_ids, class_index(class_ids), LAYOUT)
+    return build_dataset(
+        base,
+        [paths[i] for i in keep],
+        class_ids,
+        class_index(class_ids),
+        LAYOUT,
+        listed_in=listed_in,
+        on_error=on_error,
+        progress=progress,
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 from vmfml.data.benchmarks._layout import (
     PathLike,
     build_dataset,
+    check_class_range,
     check_split,
     class_index,
     find_root,
@@ -24,6 +25,7 @@ from vmfml.data.image_folder import ImageFolderDataset
 STANDARD_RECALL_KS: tuple[int, ...] = (1, 2, 4, 8)
 SPLITS: tuple[str, ...] = ("train", "test")
 NUM_TRAIN_CLASSES = 100
+NUM_CLASSES = 200
 
 LAYOUT = """\
   ROOT/CUB_200_2011/            (or ROOT pointing at CUB_200_2011 itself)
@@ -32,12 +34,17 @@ LAYOUT = """\
     images/<image_name>         the photos"""
 
 
-def load_cub200(root: PathLike, split: str = "train") -> ImageFolderDataset:
+def load_cub200(
+    root: PathLike, split: str = "train", on_error: str = "raise", progress: bool = True
+) -> ImageFolderDataset:
     """CUB-200-2011 from its official layout, split class-disjointly at class 100.
 
     Args:
         root: the folder holding `CUB_200_2011/`, or `CUB_200_2011/` itself.
         split: "train" (classes 1-100) or "test" (classes 101-200).
+        on_error: "raise" refuses missing images (all are checked at load); "skip" drops missing
+            and unreadable ones with a warning (decoding every image once).
+        progress: a progress bar while decoding (with "skip").
 
     Returns:
         An `ImageFolderDataset` in `images.txt` order; labels `0..C-1` follow the class ids, and
@@ -63,6 +70,7 @@ def load_cub200(root: PathLike, split: str = "train") -> ImageFolderDataset:
                 f"{labels_file}, line {line_no}: image_id {key} is not in {images_file}"
             )
         class_of[key] = parse_int(class_id, labels_file, line_no, "class_id")
+        check_class_range(class_of[key], 1, NUM_CLASSES, labels_file, line_no, "CUB-200-2011")
     unlabelled = [key for key in names if key not in class_of]
     if unlabelled:
         raise ValueError(
@@ -72,4 +80,13 @@ def load_cub200(root: PathLike, split: str = "train") -> ImageFolderDataset:
     in_split = [key for key in names if (class_of[key] <= NUM_TRAIN_CLASSES) == (split == "train")]
     class_ids = [class_of[key] for key in in_split]
     paths = [base / "images" / Path(names[key]) for key in in_split]
-    return build_dataset(base, paths, class_ids, class_index(class_ids), LAYOUT)
+    return build_dataset(
+        base,
+        paths,
+        class_ids,
+        class_index(class_ids),
+        LAYOUT,
+        listed_in=images_file,
+        on_error=on_error,
+        progress=progress,
+    )

@@ -34,24 +34,30 @@ LAYOUT = """\
   or the download's own layout: ROOT/Eval/list_eval_partition.txt with ROOT/Img/img/..."""
 
 
-def _image_base(root: Path, partition_dir: Path, first_image: str) -> Path:
+def _image_base(root: Path, partition_dir: Path, images: list[str]) -> Path:
     """The folder that `image_name`s are relative to: next to the partition file, or the
-    download's `Img/` folder."""
-    for candidate in (partition_dir, root, root / "Img"):
-        if (candidate / first_image).is_file():
-            return candidate
+    download's `Img/` folder (found by the first of the split's first images that exists)."""
+    for name in images[:20]:
+        for candidate in (partition_dir, root, root / "Img"):
+            if (candidate / name).is_file():
+                return candidate
     raise FileNotFoundError(
-        f"image {first_image} listed in {partition_dir / 'list_eval_partition.txt'} was not found "
+        f"image {images[0]} listed in {partition_dir / 'list_eval_partition.txt'} was not found "
         f"under {partition_dir}, {root} or {root / 'Img'}; expected layout:\n{LAYOUT}"
     )
 
 
-def load_inshop(root: PathLike, split: str = "train") -> ImageFolderDataset:
+def load_inshop(
+    root: PathLike, split: str = "train", on_error: str = "raise", progress: bool = True
+) -> ImageFolderDataset:
     """In-Shop Clothes from its official layout.
 
     Args:
         root: the folder holding `list_eval_partition.txt` and `img/` (or `Eval/` and `Img/img/`).
         split: "train", "query" or "gallery".
+        on_error: "raise" refuses missing images (all are checked at load); "skip" drops missing
+            and unreadable ones with a warning (decoding every image once).
+        progress: a progress bar while decoding (with "skip").
 
     Returns:
         An `ImageFolderDataset` in file order; `class_names[label]` is the `item_id`
@@ -79,12 +85,44 @@ def load_inshop(root: PathLike, split: str = "train") -> ImageFolderDataset:
                 f"got {status!r}"
             )
 
+    _check_disjoint_items(rows, path)
+
     # Query and gallery are two views of the same test items: one label space for both.
     label_space = ("train",) if split == "train" else ("query", "gallery")
     index = class_index(item for _, (_, item, status) in rows if status in label_space)
     selected = [(name, item) for _, (name, item, status) in rows if status == split]
     if not selected:
         raise ValueError(f"{path} lists no {split} images; expected layout:\n{LAYOUT}")
-    image_base = _image_base(base, partition_dir, selected[0][0])
+    image_base = _image_base(base, partition_dir, [name for name, _ in selected])
     paths = [image_base / Path(name) for name, _ in selected]
-    return build_dataset(image_base, paths, [item for _, item in selected], index, LAYOUT)
+    return build_dataset(
+        image_base,
+        paths,
+        [item for _, item in selected],
+        index,
+        LAYOUT,
+        listed_in=path,
+        on_error=on_error,
+        progress=progress,
+    )
+
+
+def _check_disjoint_items(rows: list[tuple[int, list[str]]], path: Path) -> None:
+    """Refuse a training item listed as a query or gallery image: test items must be unseen."""
+    train_line: dict[str, int] = {}
+    for line_no, (_, item, status) in rows:
+        if status == "train":
+            train_line.setdefault(item, line_no)
+    shared = [
+        (line_no, item, status)
+        for line_no, (_, item, status) in rows
+        if status != "train" and item in train_line
+    ]
+    if shared:
+        line_no, item, status = shared[0]
+        count = len({item for _, item, _ in shared})
+        raise ValueError(
+            f"{path}, line {line_no}: item {item} is listed as {status} but is a training item "
+            f"(line {train_line[item]}); {count} item(s) are both, but the test items must be "
+            "unseen in training"
+        )

@@ -16,7 +16,8 @@ class Benchmark:
 
     Attributes:
         name: the name `load_benchmark` and configs use.
-        load: `load(root, split) -> ImageFolderDataset`.
+        load: `load(root, split, on_error="raise", progress=True) -> ImageFolderDataset`;
+            on_error="skip" drops missing and unreadable images with a warning.
         splits: the valid `split` values.
         train_split: the split to train on.
         eval_splits: `(test,)` when the test split is query and gallery at once (the query
@@ -25,7 +26,7 @@ class Benchmark:
     """
 
     name: str
-    load: Callable[[PathLike, str], ImageFolderDataset]
+    load: Callable[..., ImageFolderDataset]
     splits: tuple[str, ...]
     train_split: str
     eval_splits: tuple[str, ...]
@@ -82,8 +83,13 @@ def get_benchmark(name: str) -> Benchmark:
     return BENCHMARKS[name]
 
 
-def load_benchmark(name: str, root: PathLike, split: str = "train") -> ImageFolderDataset:
+def load_benchmark(
+    name: str, root: PathLike, split: str = "train", on_error: str = "raise", progress: bool = True
+) -> ImageFolderDataset:
     """Load split `split` of benchmark `name` ("cub200", "cars196", "sop", "inshop") from `root`.
+
+    Every listed image is checked to exist; `on_error="skip"` drops missing and unreadable
+    images with a warning instead of refusing them.
 
     Example:
         >>> load_benchmark("cifar", "/data", "train")
@@ -91,4 +97,4 @@ def load_benchmark(name: str, root: PathLike, split: str = "train") -> ImageFold
         ...
         ValueError: unknown benchmark 'cifar'; valid names: cub200, cars196, sop, inshop
     """
-    return get_benchmark(name).load(root, split)
+    return get_benchmark(name).load(root, split, on_error=on_error, progress=progress)
