@@ -213,7 +213,7 @@ def test_all_reduce_is_a_no_op_without_distributed() -> None:
 def test_registry() -> None:
     assert isinstance(create_directions("ema", C, D, momentum=0.5), EMADirections)
     assert direction_options("ema") == ["momentum", "init_seed"]
-    assert direction_options("global") == ["init_seed"]
+    assert direction_options("global") == ["init", "init_seed"]
     with pytest.raises(
         ValueError,
         match=r"unknown directions 'globl'; valid: \['accumulate', 'ema', 'global', 'learned'\]",

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MeanDirections"]
+from vmfml.distributed import is_distributed
+
+__all__ = ["ClassSums", "MeanDirections"]
+
+# A full pass over the training set: per-class sums [C, D] (float64) and counts [C] of unit
+# embeddings, summed over every process (`compute_class_sums` behind a closure of the trainer's).
+ClassSums = Callable[[], tuple[Tensor, Tensor]]
 
 # How many class indices a warning spells out before it summarises the rest.
 _MAX_NAMED_CLASSES = 20
@@ -39,6 +45,8 @@ class MeanDirections(nn.Module):
     """
 
     needs_full_pass: ClassVar[bool] = False
+    # True when `end_period` does work, so that a refresh period means something.
+    has_period: ClassVar[bool] = True
     mu: Tensor
     class_sums: Tensor
     class_counts: Tensor
@@ -112,9 +120,38 @@ class MeanDirections(nn.Module):
 
     def all_reduce_sums(self) -> None:
         """Sum class_sums and class_counts over all processes; a no-op without torch.distributed."""
-        if dist.is_available() and dist.is_initialized():
+        if is_distributed():
             dist.all_reduce(self.class_sums)
             dist.all_reduce(self.class_counts)
+
+    # ---- the training lifecycle (what the trainer calls; it never asks which strategy runs) ----
+
+    def start(self, full_pass: ClassSums) -> None:
+        """Before the first step of a new run; `full_pass` is only called by strategies that need it."""
+
+    def end_period(self, full_pass: ClassSums) -> None:
+        """At the end of a period: mu from the sums of every process's batches since the last one."""
+        self.all_reduce_sums()
+        self.refresh()
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The state to save, identical on every process: the accumulators summed over processes.
+
+        The accumulators of this process are left as they are (training goes on with them).
+        """
+        state = self.state_dict()
+        if is_distributed():
+            for key in ("class_sums", "class_counts"):
+                state[key] = state[key].clone()
+                dist.all_reduce(state[key])
+        return state
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Load a `checkpoint_state`, whatever the number of processes that saved it: process 0
+        holds the saved accumulators, the others start theirs from zero, so the total is kept."""
+        self.load_state_dict(state)
+        if is_distributed() and dist.get_rank() != 0:
+            self.reset_accumulators()
 
     @torch.no_grad()
     def _set_mu_from(self, sums: Tensor, counts: Tensor) -> None:

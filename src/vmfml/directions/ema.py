@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import MeanDirections
+from vmfml.distributed import is_distributed
+
+from .base import ClassSums, MeanDirections
 
 __all__ = ["EMADirections"]
 
@@ -40,10 +43,19 @@ class EMADirections(MeanDirections):
         # index_add_ rather than bincount, which would stall each step on a GPU (see base.py).
         counts = torch.zeros_like(self.class_counts).index_add_(0, labels, torch.ones_like(labels))
         sums = torch.zeros_like(self.class_sums).index_add_(0, labels, x.to(torch.float64))
+        if is_distributed():
+            # The batch is the global one: every process moves mu by the same means.
+            dist.all_reduce(sums)
+            dist.all_reduce(counts)
         means = sums / counts.clamp_min(1)[:, None]
         mu = self.mu.double()
         updated = F.normalize(self.momentum * mu + (1.0 - self.momentum) * means, dim=1)
         self._write_mu(torch.where((counts > 0)[:, None], updated, mu))
+
+    has_period = False
+
+    def end_period(self, full_pass: ClassSums) -> None:
+        """Nothing to do: mu moves every step."""
 
     def refresh(self, sums: Tensor | None = None, counts: Tensor | None = None) -> None:
         """Set mu from the given sums; without sums there is nothing to do (mu moves every step)."""

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MeanDirections
+from .base import ClassSums, MeanDirections
 
 __all__ = ["LearnedDirections"]
 
@@ -38,6 +38,11 @@ class LearnedDirections(MeanDirections):
     def directions(self) -> Tensor:
         """The unit directions [C, D] (differentiable with respect to the parameter)."""
         return F.normalize(self.mu, dim=1)
+
+    has_period = False
+
+    def end_period(self, full_pass: ClassSums) -> None:
+        """Nothing to do: the optimizer moves mu."""
 
     def observe(self, x: Tensor, labels: Tensor) -> None:
         """Nothing to do: the directions learn from the loss's gradient."""

@@ -6,12 +6,12 @@ L2 normalization) and `has_classifier` (True when the loss holds one weight vect
 class, and so offers `logits(embeddings) -> [B, C]`).
 
 Metric-learning losses come from pytorch-metric-learning (PML), not rewritten here; each builder
-below sets the hyperparameters its authors recommend, with the citation next to them.
+below sets the hyperparameters its authors recommend, with the citation next to them, including
+the learning rate of the loss's own parameters relative to the network's (`lr_multiplier`,
+applied through `param_groups`, vmfml.losses.base).
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 import torch.nn.functional as F
 from pytorch_metric_learning import distances, losses, miners, regularizers
@@ -19,6 +19,7 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.miners import BaseMiner
 from torch import Tensor, nn
 
+from .base import BaseLoss
 from .vmf import check_embeddings, check_labels
 
 __all__ = [
@@ -39,18 +40,19 @@ __all__ = [
 ]
 
 
-class SoftmaxCrossEntropyLoss(nn.Module):
+class SoftmaxCrossEntropyLoss(BaseLoss):
     """Softmax cross-entropy over a linear classifier with bias, on the un-normalized features.
 
-    The conventional classification baseline of the paper's claim 1.
+    The conventional classification baseline of the paper's claim 1; the classifier trains at
+    the network's learning rate, as the final layer of any classification network does.
 
     Args:
         num_classes: number of classes C.
         embed_dim: feature size D.
     """
 
-    expects_normalized: ClassVar[bool] = False
-    has_classifier: ClassVar[bool] = True
+    expects_normalized: bool = False
+    has_classifier: bool = True
 
     def __init__(self, num_classes: int, embed_dim: int) -> None:
         super().__init__()
@@ -70,7 +72,7 @@ class SoftmaxCrossEntropyLoss(nn.Module):
         return self.classifier(embeddings.to(self.classifier.weight.dtype))
 
 
-class PMLLoss(nn.Module):
+class PMLLoss(BaseLoss):
     """A pytorch-metric-learning loss (and optional miner) behind the benchmark interface.
 
     Args:
@@ -79,10 +81,8 @@ class PMLLoss(nn.Module):
         num_classes: number of training classes C (labels are checked against it).
         embed_dim: embedding size D.
         miner: a PML miner whose tuples are passed to the loss.
+        lr_multiplier: the learning rate of the loss's parameters relative to the network's.
     """
-
-    expects_normalized: ClassVar[bool] = True
-    has_classifier: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -90,8 +90,10 @@ class PMLLoss(nn.Module):
         num_classes: int,
         embed_dim: int,
         miner: BaseMiner | None = None,
+        lr_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
+        self.lr_multiplier = lr_multiplier
         self.loss = loss
         self.miner = miner
         self.num_classes = num_classes
@@ -104,18 +106,12 @@ class PMLLoss(nn.Module):
         indices = None if self.miner is None else self.miner(embeddings, labels)
         return self.loss(embeddings, labels, indices)
 
-    def logits(self, embeddings: Tensor) -> Tensor:
-        raise ValueError(
-            f"{type(self.loss).__name__} has no per-class weights, so no class logits "
-            "(check has_classifier first); classify with a kNN over embeddings instead"
-        )
-
 
 class UnnormalizedPMLLoss(PMLLoss):
     """A PML loss trained on the embeddings before L2 normalization (retrieval still uses the
     normalized ones)."""
 
-    expects_normalized: ClassVar[bool] = False
+    expects_normalized: bool = False
 
 
 class PMLClassifierLoss(PMLLoss):
@@ -128,9 +124,11 @@ class PMLClassifierLoss(PMLLoss):
         logit_scale: multiplies PML's `get_logits` so that the softmax of `logits` is the
             posterior the loss trains (e.g. the proxy-anchor alpha); PML's distances (smaller =
             closer) are negated first.
+        lr_multiplier: the learning rate of the proxies or class weights relative to the
+            network's.
     """
 
-    has_classifier: ClassVar[bool] = True
+    has_classifier: bool = True
 
     def __init__(
         self,
@@ -138,8 +136,9 @@ class PMLClassifierLoss(PMLLoss):
         num_classes: int,
         embed_dim: int,
         logit_scale: float = 1.0,
+        lr_multiplier: float = 1.0,
     ) -> None:
-        super().__init__(loss, num_classes, embed_dim)
+        super().__init__(loss, num_classes, embed_dim, lr_multiplier=lr_multiplier)
         self.logit_scale = logit_scale
 
     def logits(self, embeddings: Tensor) -> Tensor:
@@ -246,27 +245,39 @@ def proxy_nca_loss(
     proxies. softmax_scale = 9 is the setting of the commonly used re-implementation (both unit
     vectors scaled by 3), which Teh, DeVries and Taylor (ProxyNCA++, ECCV 2020) identify as the
     low temperature (1/9) the loss needs; PML's default scale of 1 barely trains.
-    The authors train proxies with a much larger learning rate than the network.
+
+    Proxies train at 100x the network's learning rate. The original authors released no code;
+    the re-implementations train proxies far faster than the network, but with Adam and eps 1.0,
+    where the ratio does not carry over to AdamW: dichotomies/proxy-nca (README: --lr-proxynca 1
+    against lr 0.045, about 22x, on CUB and Cars) and ProxyNCA++ (euwern/proxynca_pp,
+    config/cub.json: proxies 4e2 against 4e-3). 100x is Proxy-Anchor's rate for the same kind of
+    parameter under AdamW (below), our choice for the optimizer used here.
     """
     loss = losses.ProxyNCALoss(num_classes, embed_dim, softmax_scale=softmax_scale)
-    return PMLClassifierLoss(loss, num_classes, embed_dim, logit_scale=softmax_scale)
+    return PMLClassifierLoss(
+        loss, num_classes, embed_dim, logit_scale=softmax_scale, lr_multiplier=100.0
+    )
 
 
 def proxy_anchor_loss(
     num_classes: int, embed_dim: int, *, margin: float = 0.1, alpha: float = 32.0
 ) -> PMLClassifierLoss:
     """Proxy-Anchor loss (Kim, Kim, Cho and Kwak, CVPR 2020): cosine similarity, margin
-    delta = 0.1, scale alpha = 32; the authors train proxies with 100x the network's learning rate.
+    delta = 0.1, scale alpha = 32, proxies at 100x the network's learning rate (the authors'
+    tjddus9597/Proxy-Anchor-CVPR2020, code/train.py: `{'params': criterion.parameters(),
+    'lr': float(args.lr) * 100}` in an AdamW whose weight decay applies to the proxies too).
     """
     loss = losses.ProxyAnchorLoss(num_classes, embed_dim, margin=margin, alpha=alpha)
-    return PMLClassifierLoss(loss, num_classes, embed_dim, logit_scale=alpha)
+    return PMLClassifierLoss(loss, num_classes, embed_dim, logit_scale=alpha, lr_multiplier=100.0)
 
 
 def normalized_softmax_loss(
     num_classes: int, embed_dim: int, *, temperature: float = 0.05
 ) -> PMLClassifierLoss:
     """Normalized softmax (Zhai and Wu, "Classification is a strong baseline for deep metric
-    learning", BMVC 2019): cosine logits to normalized class weights, temperature 0.05.
+    learning", BMVC 2019): cosine logits to normalized class weights, temperature 0.05. Class
+    weights at the network's learning rate, as in the authors' azgo14/classification_metric_learning
+    (metric_learning/train_classification.py: one SGD over model and loss parameters).
     """
     loss = losses.NormalizedSoftmaxLoss(num_classes, embed_dim, temperature=temperature)
     return PMLClassifierLoss(loss, num_classes, embed_dim)
@@ -277,6 +288,9 @@ def arcface_loss(
 ) -> PMLClassifierLoss:
     """ArcFace (Deng, Guo, Xue and Zafeiriou, CVPR 2019): additive angular margin m = 0.5 rad
     (PML takes degrees: 28.6), scale s = 64. `logits` are s cos(theta), without the margin.
+    Class weights at the network's learning rate, as in the authors' deepinsight/insightface
+    (arcface_torch/train_v2.py: one SGD group each for backbone and partial FC, same lr;
+    arcface_mxnet/sample_config.py: fc7_lr_mult = 1.0).
     """
     loss = losses.ArcFaceLoss(num_classes, embed_dim, margin=margin, scale=scale)
     return PMLClassifierLoss(loss, num_classes, embed_dim)
@@ -286,7 +300,9 @@ def cosface_loss(
     num_classes: int, embed_dim: int, *, margin: float = 0.35, scale: float = 64.0
 ) -> PMLClassifierLoss:
     """CosFace (Wang et al., CVPR 2018): additive cosine margin m = 0.35, scale s = 64.
-    `logits` are s cos(theta), without the margin.
+    `logits` are s cos(theta), without the margin. Class weights at the network's learning rate:
+    the CosFace authors released no training code; insightface's CosFace setting
+    (arcface_mxnet/sample_config.py: s 64, m 0.35, fc7_lr_mult = 1.0) is the reference used.
     """
     loss = losses.CosFaceLoss(num_classes, embed_dim, margin=margin, scale=scale)
     return PMLClassifierLoss(loss, num_classes, embed_dim)

@@ -5,33 +5,25 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from torch import Tensor, nn
+import torch
 
 from vmfml.directions import DIRECTIONS, direction_options
 
 from . import baselines
+from .base import BaseLoss, MetricLoss
 from .vmf import VMFLoss
 
-__all__ = ["LOSSES", "MetricLoss", "create_loss", "list_losses", "loss_options"]
-
-
-@runtime_checkable
-class MetricLoss(Protocol):
-    """What the trainer and the benchmark rely on, for every loss `create_loss` returns.
-
-    `logits` exists on every loss but raises ValueError unless `has_classifier` is True.
-    """
-
-    expects_normalized: bool
-    has_classifier: bool
-
-    def __call__(self, embeddings: Tensor, labels: Tensor) -> Tensor: ...
-
-    def logits(self, embeddings: Tensor) -> Tensor: ...
-
-    def parameters(self, recurse: bool = True) -> Any: ...
+__all__ = [
+    "LOSSES",
+    "MetricLoss",
+    "canonical_loss",
+    "create_loss",
+    "has_period",
+    "list_losses",
+    "loss_options",
+]
 
 
 def _vmf(
@@ -47,7 +39,7 @@ def _vmf(
     return VMFLoss(num_classes, embed_dim, kappa, directions, learn_kappa, **direction_opts)
 
 
-LOSSES: dict[str, Callable[..., nn.Module]] = {
+LOSSES: dict[str, Callable[..., BaseLoss]] = {
     "vmf": _vmf,
     **{f"vmf_{name}": partial(_vmf, directions=name) for name in DIRECTIONS},
     "softmax": baselines.softmax_loss,
@@ -69,6 +61,31 @@ def list_losses() -> list[str]:
     return list(LOSSES)
 
 
+def canonical_loss(name: str, directions: str) -> tuple[str, str]:
+    """(loss, directions) with a `vmf_<strategy>` alias spelled out: ("vmf_global", d) ->
+    ("vmf", "global"). An alias with another explicit strategy is refused."""
+    _lookup(name)
+    if not name.startswith("vmf_"):
+        return name, directions
+    strategy = name.removeprefix("vmf_")
+    if directions not in (strategy, "accumulate"):
+        raise ValueError(
+            f"loss {name!r} fixes the directions to {strategy!r}, but directions {directions!r} "
+            f"was asked for; use loss 'vmf' with directions {directions!r}"
+        )
+    return "vmf", strategy
+
+
+def has_period(name: str, directions: str | None = None) -> bool:
+    """Whether loss `name` does work at the end of a refresh period (vMF with accumulated or
+    full-pass directions)."""
+    _lookup(name)
+    if not name.startswith("vmf"):
+        return False
+    strategy = name.removeprefix("vmf_") if name != "vmf" else directions or "accumulate"
+    return DIRECTIONS[strategy].has_period
+
+
 def loss_options(name: str, directions: str | None = None) -> list[str]:
     """The keyword options loss `name` accepts (for vmf, with those of its direction strategy)."""
     builder = _lookup(name)
@@ -82,14 +99,20 @@ def loss_options(name: str, directions: str | None = None) -> list[str]:
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def create_loss(name: str, num_classes: int, embed_dim: int, **opts: Any) -> nn.Module:
+def create_loss(
+    name: str, num_classes: int, embed_dim: int, *, seed: int | None = None, **opts: Any
+) -> MetricLoss:
     """Build loss `name` for num_classes classes of embed_dim-dimensional embeddings.
 
     Names: vmf (options kappa, directions, learn_kappa and the strategy's options, e.g.
-    momentum), vmf_global / vmf_accumulate / vmf_ema / vmf_learned (the same with the strategy
-    fixed), softmax, triplet, contrastive, lifted_structure, npair, multi_similarity, proxy_nca,
-    proxy_anchor, normalized_softmax, arcface, cosface. Unknown names or options raise a
-    ValueError that lists the valid ones. The result follows `MetricLoss`.
+    momentum, init), vmf_global / vmf_accumulate / vmf_ema / vmf_learned (the same with the
+    strategy fixed), softmax, triplet, contrastive, lifted_structure, npair, multi_similarity,
+    proxy_nca, proxy_anchor, normalized_softmax, arcface, cosface. Unknown names or options raise
+    a ValueError that lists the valid ones. The result follows `MetricLoss`.
+
+    `seed` fixes every random start of the loss, whatever the global random state: the vMF
+    strategies' first directions (their init_seed) and the proxies and class weights of the
+    baselines.
     """
     builder = _lookup(name)
     directions = opts.get("directions")
@@ -97,10 +120,16 @@ def create_loss(name: str, num_classes: int, embed_dim: int, **opts: Any) -> nn.
     unknown = sorted(set(opts) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for loss {name!r}; valid options: {valid}")
-    return builder(num_classes, embed_dim, **opts)
+    if seed is None:
+        return builder(num_classes, embed_dim, **opts)
+    if "init_seed" in valid:
+        opts.setdefault("init_seed", seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return builder(num_classes, embed_dim, **opts)
 
 
-def _lookup(name: str) -> Callable[..., nn.Module]:
+def _lookup(name: str) -> Callable[..., BaseLoss]:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid: {sorted(LOSSES)}")
     return LOSSES[name]

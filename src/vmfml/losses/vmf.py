@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vmfml.directions import MeanDirections, create_directions
+from vmfml.directions.base import ClassSums
 
+from .base import BaseLoss
 from .functional import vmf_logits, vmf_loss
 
 __all__ = ["VMFLoss", "check_embeddings", "check_labels"]
 
 
-class VMFLoss(nn.Module):
+class VMFLoss(BaseLoss):
     """von Mises-Fisher loss with a pluggable mean-direction strategy.
 
     L = -(1/B) sum_i log softmax_c(kappa mu_c . x_i)[y_i], x_i = embeddings_i / ||embeddings_i||.
 
     In training mode every forward pass hands the detached unit embeddings to
-    `directions.observe(x, labels)`; the trainer calls `directions.refresh(...)` at period ends.
+    `directions.observe(x, labels)`; the strategy's own `start` and `end_period` (called by the
+    trainer through this loss) decide when and from what mu is re-estimated.
 
     Args:
         num_classes: number of classes C.
@@ -41,8 +44,7 @@ class VMFLoss(nn.Module):
         torch.Size([])
     """
 
-    expects_normalized: ClassVar[bool] = True
-    has_classifier: ClassVar[bool] = True
+    has_classifier: bool = True
     fixed_kappa: Tensor  # a buffer, when kappa is fixed
     log_kappa: nn.Parameter  # when learn_kappa
 
@@ -82,6 +84,7 @@ class VMFLoss(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.learn_kappa = learn_kappa
+        self.has_period = self.directions.has_period
         if learn_kappa:
             self.log_kappa = nn.Parameter(torch.tensor(math.log(kappa)))
         else:
@@ -111,6 +114,35 @@ class VMFLoss(nn.Module):
         check_embeddings(embeddings, self.embed_dim)
         x = _unit(embeddings)
         return vmf_logits(x, self.directions.directions().to(x.dtype), self.kappa.to(x.dtype))
+
+    # ---- the training contract (vmfml.losses.base): the strategy does the work ----
+
+    def start(self, full_pass: ClassSums) -> None:
+        self.directions.start(full_pass)
+
+    def end_period(self, full_pass: ClassSums) -> None:
+        self.directions.end_period(full_pass)
+
+    def log_values(self) -> dict[str, float]:
+        return {"kappa": float(self.kappa)}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        state = self.state_dict()
+        for key, value in self.directions.checkpoint_state().items():
+            state[f"directions.{key}"] = value
+        return state
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Load a `checkpoint_state`; a fixed kappa is a setting, not state, so the one this loss
+        was built with is kept (a run may resume with another --kappa)."""
+        kappa = None if self.learn_kappa else self.fixed_kappa.clone()
+        self.load_state_dict(state)
+        if kappa is not None:
+            self.fixed_kappa.copy_(kappa)
+        prefix = "directions."
+        self.directions.restore_state(
+            {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        )
 
     def extra_repr(self) -> str:
         return f"kappa={float(self.kappa):.4g}, learn_kappa={self.learn_kappa}"

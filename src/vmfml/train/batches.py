@@ -2,7 +2,7 @@
 
 Every random choice of an epoch (order, augmentation, worker seeds) comes from a generator seeded
 with the run's seed and the epoch number, so a run resumed at an epoch boundary replays exactly
-what an uninterrupted run would have done.
+what an uninterrupted run would have done, with any number of processes.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from vmfml.data.transforms import TransformedDataset, make_transform, prepare_batch
+from vmfml.distributed import gather_rows, is_main, rank, shard_rows, world_size
+from vmfml.models.inference import embed_batches
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -32,24 +35,35 @@ def train_batches(
     generator: torch.Generator,
     num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches of `[B, C, H, W]` float images and `[B]` labels; the last partial batch is dropped."""
+    """This process's share of shuffled batches: `[B / W, C, H, W]` float images and labels.
+
+    `batch_size` B is the global batch, one optimizer step over all W processes; the order and
+    the augmentation come from `generator` alone, the same on every process, and process r takes
+    the r-th contiguous chunk of each global batch. So W processes see together exactly the
+    batches one process would. The last partial batch is dropped.
+    """
     n = len(dataset)
     batch_size = min(batch_size, n)
+    world, r = world_size(), rank()
+    if batch_size % world:
+        raise ValueError(
+            f"the batch size {batch_size} must be a multiple of the number of processes ({world})"
+        )
+    mine = slice(r * batch_size // world, (r + 1) * batch_size // world)
+    order = torch.randperm(n, generator=generator)
+    global_batches = [order[s : s + batch_size] for s in range(0, n - batch_size + 1, batch_size)]
     if in_memory(dataset):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            idx = order[start : start + batch_size]
+        for idx in global_batches:
+            # Augmentation draws for the whole global batch, so the draws do not depend on W.
             images = prepare_batch(
                 dataset.images[idx.to(dataset.images.device)], preprocessing, augment, generator
             )
-            yield images, dataset.labels[idx]
+            yield images[mine], dataset.labels[idx][mine]
         return
     transform = make_transform(preprocessing, train=True, augment=augment)
     loader = DataLoader(
         TransformedDataset(dataset, transform),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
+        batch_sampler=[idx[mine].tolist() for idx in global_batches],
         num_workers=num_workers,
         generator=generator,
         persistent_workers=False,
@@ -57,8 +71,7 @@ def train_batches(
     if num_workers == 0:
         # Augmentations in this process draw from torch's global generator: seed it per epoch too.
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    for images, labels in loader:
-        yield images, labels
+    yield from loader
 
 
 def eval_batches(
@@ -66,23 +79,25 @@ def eval_batches(
     batch_size: int,
     preprocessing: dict[str, Any],
     num_workers: int = 0,
+    rows: range | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """All images in order, without augmentation."""
+    """The images of `rows` (default: all) in order, without augmentation."""
+    rows = range(len(dataset)) if rows is None else rows
     if in_memory(dataset):
-        for start in range(0, len(dataset), batch_size):
-            images = prepare_batch(
-                dataset.images[start : start + batch_size], preprocessing, "none", None
-            )
-            yield images, dataset.labels[start : start + batch_size]
+        for start in range(rows.start, rows.stop, batch_size):
+            end = min(rows.stop, start + batch_size)
+            images = prepare_batch(dataset.images[start:end], preprocessing, "none", None)
+            yield images, dataset.labels[start:end]
         return
     transform = make_transform(preprocessing, train=False)
     loader = DataLoader(
-        TransformedDataset(dataset, transform), batch_size=batch_size, num_workers=num_workers
+        Subset(TransformedDataset(dataset, transform), rows),
+        batch_size=batch_size,
+        num_workers=num_workers,
     )
     yield from loader
 
 
-@torch.inference_mode()
 def embed_dataset(
     model: torch.nn.Module,
     dataset: Any,
@@ -92,19 +107,23 @@ def embed_dataset(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "embed",
+    precision: str = "32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-normalization features `[N, D]` (float32, CPU) and labels `[N]` of a whole data set."""
-    from tqdm.auto import tqdm
+    """Pre-normalization features `[N, D]` (float32, CPU) and labels `[N]` of a whole data set.
 
-    was_training = model.training
-    model.eval()
-    feats, labels = [], []
-    batches = eval_batches(dataset, batch_size, preprocessing, num_workers)
-    total = -(-len(dataset) // batch_size)
-    for images, y in tqdm(
-        batches, total=total, desc=desc, disable=None if progress else True, leave=False
-    ):
-        feats.append(model(images.to(device), normalize=False).float().cpu())
-        labels.append(y)
-    model.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
+    In a multi-process run each process embeds its shard and every process gets all rows, in
+    the data set's order.
+    """
+    rows = shard_rows(len(dataset))
+    batches = eval_batches(dataset, batch_size, preprocessing, num_workers, rows)
+    bar = tqdm(
+        batches,
+        total=-(-len(rows) // batch_size),
+        desc=desc,
+        disable=None if progress and is_main() else True,
+        leave=False,
+    )
+    feats = [z for z, _ in embed_batches(model, bar, device, normalize=False, precision=precision)]
+    local = torch.cat(feats) if feats else torch.empty(0, int(model.embed_dim), device=device)  # type: ignore[arg-type]
+    features = gather_rows(local, len(dataset)).cpu()
+    return features, torch.as_tensor(dataset.labels)

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         print(f"vmfml train: stopped: {err}", file=sys.stderr)
         return 1
-    print_summary(result.metrics, Path(config.out_dir))
+    if result.metrics:  # only process 0 of a multi-process run has them
+        print_summary(result.metrics, Path(config.out_dir))
     return 0
 
 

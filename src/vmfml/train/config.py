@@ -19,6 +19,27 @@ from typing import Any
 import yaml
 
 from vmfml.configs import resolve_config
+from vmfml.losses import canonical_loss, has_period
+from vmfml.losses import loss_options as loss_option_names
+from vmfml.models.inference import PRECISIONS
+
+# Config keys that change how a run is executed or reported but not its result: a resumed run may
+# change them, and the benchmark leaves them out of a run's id.
+RUNTIME_KEYS = frozenset(
+    {"device", "num_workers", "threads", "progress", "plots", "out_dir", "eval_every", "data_root"}
+)
+# Config keys that change the rest of a run and may still change on resume, to recover from a
+# divergence ("lower --lr or --kappa, then resume").
+RESUME_KEYS = frozenset({"lr", "kappa"})
+
+# Config keys that set an option of the loss (`vmfml.losses.create_loss`), and the option's name.
+LOSS_KEYS = {
+    "directions": "directions",
+    "kappa": "kappa",
+    "learn_kappa": "learn_kappa",
+    "ema_momentum": "momentum",
+    "global_init": "init",
+}
 
 
 @dataclass
@@ -92,7 +113,8 @@ class TrainConfig:
     loss: str = field(
         default="vmf",
         metadata={
-            "help": "vmf, softmax, arcface, cosface, triplet, ... (vmfml.losses.list_losses)"
+            "help": "vmf, softmax, arcface, cosface, triplet, ... (vmfml.losses.list_losses); "
+            "vmf_global etc. stand for --loss vmf --directions global"
         },
     )
     directions: str = field(
@@ -124,7 +146,13 @@ class TrainConfig:
     )
     # --- optimisation ---
     epochs: int = field(default=5, metadata={"help": "training epochs"})
-    batch_size: int = field(default=256, metadata={"help": "images per batch"})
+    batch_size: int = field(
+        default=256,
+        metadata={
+            "help": "images per optimizer step over all processes (the global batch: each of N "
+            "torchrun processes takes 1/N of it, so --lr needs no change with N)"
+        },
+    )
     lr: float = field(
         default=3e-3, metadata={"help": "peak learning rate (one-cycle cosine schedule)"}
     )
@@ -143,6 +171,14 @@ class TrainConfig:
         default=0, metadata={"help": "random seed (data order, augmentation, initial weights)"}
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
+    precision: str = field(
+        default="32",
+        metadata={
+            "help": "32, bf16 or fp16 (autocast of the network; the loss stays float32), or 64 "
+            "(float64, for reference runs); auto: bf16 on a GPU that supports it, 32 elsewhere "
+            "(not the default until measured on a GPU: BENCHMARKS.md)"
+        },
+    )
     num_workers: int = field(
         default=0, metadata={"help": "data-loading processes for image folders"}
     )
@@ -156,12 +192,14 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
+        self.loss, self.directions = canonical_loss(self.loss, self.directions)
         choices = {
             "split": ("standard", "class-disjoint"),
             "on_bad_image": ("raise", "skip"),
             "augment": ("none", "flip", "flip_crop"),
             "optimizer": ("adamw", "sgd"),
             "global_init": ("data", "random"),
+            "precision": PRECISIONS,
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
@@ -174,9 +212,9 @@ class TrainConfig:
             raise ValueError(
                 f"refresh_period must be 'epoch' or a positive number of iterations; got {self.refresh_period!r}"
             )
-        positive = ("epochs", "batch_size", "embed_dim", "lr", "kappa")
+        positive = ("epochs", "batch_size", "embed_dim", "lr", "kappa", "threads", "train_subset")
         for key in positive:
-            if not getattr(self, key) > 0:
+            if getattr(self, key) is not None and not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be positive; got {getattr(self, key)!r}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1); got {self.test_fraction}")
@@ -185,6 +223,40 @@ class TrainConfig:
         if not self.eval_ks or any(k < 1 for k in self.eval_ks):
             raise ValueError(f"eval_ks must be positive integers; got {self.eval_ks}")
         self.eval_ks = tuple(int(k) for k in self.eval_ks)
+        if not 0.0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"warmup_epochs must be in [0, epochs = {self.epochs}); got {self.warmup_epochs}"
+            )
+        self._check_loss_flags()
+
+    def _check_loss_flags(self) -> None:
+        """Every loss setting given must reach the loss: refuse those that do not apply to it."""
+        valid = loss_option_names(self.loss, self.directions)
+        given = self.loss_options()
+        unused = [
+            key for key, option in LOSS_KEYS.items() if option in given and option not in valid
+        ]
+        if self.refresh_period != "epoch" and not has_period(self.loss, self.directions):
+            unused.append("refresh_period")
+        if unused:
+            flags = ", ".join("--" + key.replace("_", "-") for key in unused)
+            what = f"--loss {self.loss}" + (
+                f" --directions {self.directions}" if self.loss == "vmf" else ""
+            )
+            raise ValueError(f"{flags} does not apply to {what}: leave it out or change the loss")
+
+    def loss_options(self) -> dict[str, Any]:
+        """The loss options these settings give (`create_loss`): those set away from their
+        default, plus the strategy of the vMF loss."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        options = {
+            option: getattr(self, key)
+            for key, option in LOSS_KEYS.items()
+            if getattr(self, key) != defaults[key]
+        }
+        if self.loss == "vmf":
+            options["directions"] = self.directions
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

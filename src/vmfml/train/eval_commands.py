@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     same_classes = list(data.train.class_names) == list(ckpt.get("class_names") or [])
     if entry and same_classes:
         loss = create_loss(entry["name"], entry["num_classes"], model.embed_dim, **entry["options"])
-        loss.load_state_dict(entry["state_dict"])
+        loss.restore_state(entry["state_dict"])
         loss.eval()
     metrics, _, _ = evaluate_model(
         model.to(device),

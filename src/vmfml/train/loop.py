@@ -1,9 +1,17 @@
 """The training loop, read top to bottom: `train(config)`.
 
-One epoch = shuffled batches -> embeddings -> loss -> SGD step; the vMF mean directions are
-refreshed at the end of each period (an epoch or N iterations), after a full pass over the
-training set for the paper's `global` strategy. A checkpoint is written atomically after every
-epoch; `resume=True` continues from it and ends with the same weights as an uninterrupted run.
+One epoch = shuffled global batches -> embeddings -> loss -> optimizer step; at the end of each
+period (an epoch or N iterations) the loss does its periodic work (`end_period`: the vMF mean
+directions are re-estimated, after a full pass over the training set for the paper's `global`
+strategy). The loop talks to the loss only through its contract (vmfml.losses.base): it never
+asks which loss or strategy it runs.
+
+Under torchrun the same code runs in N processes: each takes 1/N of every global batch, the
+model and the loss are wrapped in DistributedDataParallel (gradients averaged, batch norm over
+the global batch), the loss's own collectives keep the mean directions identical everywhere,
+process 0 writes the files. A checkpoint is written atomically after every epoch; `resume=True`
+continues from it, with any number of processes, and ends with the same weights as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,27 +27,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from vmfml.losses import create_loss
+from vmfml import distributed
+from vmfml.directions import compute_class_sums
+from vmfml.losses import MetricLoss, create_loss
 from vmfml.models import EmbeddingModel, create_model
-from vmfml.train.batches import (
-    embed_dataset,
-    epoch_generator,
-    eval_batches,
-    in_memory,
-    train_batches,
-)
+from vmfml.models.inference import autocast, model_inputs, resolve_precision
+from vmfml.train.batches import epoch_generator, eval_batches, in_memory, train_batches
 from vmfml.train.checkpoint import atomic_save, load_checkpoint, model_entry
-from vmfml.train.config import TrainConfig, save_config
+from vmfml.train.config import RESUME_KEYS, RUNTIME_KEYS, TrainConfig, save_config
 from vmfml.train.datasets import DataSplit, build_datasets
-from vmfml.train.evaluation import class_sums, evaluate_model
+from vmfml.train.evaluation import evaluate_model
 
 CHECKPOINT = "checkpoint.pt"
-# Settings that may differ between a run and its resumption without changing its result.
 # The largest input small_cnn gets when --image-size is not given.
 SMALL_CNN_DEFAULT_MAX_SIZE = 64
-RUNTIME_KEYS = {"device", "num_workers", "threads", "progress", "plots", "out_dir", "eval_every"}
+# Images per forward pass of the full pass and the evaluation (no gradients: larger than training).
+EVAL_BATCH = 512
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,9 +85,11 @@ def build_model(config: TrainConfig, data: DataSplit) -> EmbeddingModel:
         size = config.image_size or int(image.shape[-1])
         if config.image_size is None and size > SMALL_CNN_DEFAULT_MAX_SIZE:
             # A small CNN on full-size photos would be slow for nothing: shrink unless asked.
-            print(
-                f"small_cnn: images resized to {SMALL_CNN_DEFAULT_MAX_SIZE} px (set --image-size to change)"
-            )
+            if distributed.is_main():
+                print(
+                    f"small_cnn: images resized to {SMALL_CNN_DEFAULT_MAX_SIZE} px "
+                    "(set --image-size to change)"
+                )
             size = SMALL_CNN_DEFAULT_MAX_SIZE
         return create_model(
             "small_cnn",
@@ -98,31 +107,22 @@ def build_model(config: TrainConfig, data: DataSplit) -> EmbeddingModel:
     return create_model(config.model, embed_dim=config.embed_dim, **opts)
 
 
-def loss_options(config: TrainConfig) -> dict[str, Any]:
-    if config.loss != "vmf":
-        return {}
-    opts: dict[str, Any] = {
-        "directions": config.directions,
-        "kappa": config.kappa,
-        "learn_kappa": config.learn_kappa,
-    }
-    if config.directions == "ema":
-        opts["momentum"] = config.ema_momentum
-    if config.directions in ("global", "accumulate", "ema"):
-        opts["init_seed"] = config.seed
-    return opts
+def build_loss(config: TrainConfig, num_classes: int) -> MetricLoss:
+    """The loss of a run: every loss setting of the config reaches it (the config refuses those
+    that do not apply), and --seed fixes its random start."""
+    return create_loss(
+        config.loss, num_classes, config.embed_dim, seed=config.seed, **config.loss_options()
+    )
 
 
 def build_optimizer(
-    config: TrainConfig, model: torch.nn.Module, loss: torch.nn.Module
+    config: TrainConfig, model: nn.Module, loss: MetricLoss
 ) -> torch.optim.Optimizer:
-    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    loss_params = [p for p in loss.parameters() if p.requires_grad]
-    if loss_params:
-        # Proxy and class-weight losses ask for a faster learning rate on their own parameters.
-        groups.append(
-            {"params": loss_params, "lr": config.lr * getattr(loss, "lr_multiplier", 1.0)}
-        )
+    """The network's parameters at --lr, the loss's own in the groups it declares."""
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if p.requires_grad]},
+        *loss.param_groups(config.lr),
+    ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True
@@ -133,7 +133,7 @@ def build_optimizer(
 def build_schedule(
     optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to zero, per iteration."""
+    """Linear warm-up then cosine decay to zero, per iteration (each group from its own peak)."""
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(total - 1, int(config.warmup_epochs * steps_per_epoch))
 
@@ -151,66 +151,88 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def refresh_directions(
-    loss: torch.nn.Module,
-    model: torch.nn.Module,
-    data: DataSplit,
-    preprocessing: dict[str, Any],
-    device: torch.device,
-    config: TrainConfig,
-) -> tuple[float, torch.Tensor | None]:
-    """End of a period: re-estimate the mean directions. Returns (seconds, full-pass features or None)."""
-    directions = getattr(loss, "directions", None)
-    if directions is None:
-        return 0.0, None
-    start = time.perf_counter()
-    feats = None
-    if directions.needs_full_pass:
-        feats, labels = embed_dataset(
-            model,
-            data.train,
-            preprocessing,
-            device,
-            512,
-            config.num_workers,
-            config.progress,
-            "global pass",
+class Objective(nn.Module):
+    """The network and the loss as one module, so that DistributedDataParallel averages the
+    gradients of both (proxies and class weights included). The network runs under autocast in
+    the run's precision; the loss gets float32 embeddings."""
+
+    def __init__(
+        self, model: EmbeddingModel, loss: MetricLoss, device: torch.device, precision: str
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.device = device
+        self.precision = precision
+
+    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        with autocast(self.device, self.precision):
+            emb = self.model(images, normalize=self.loss.expects_normalized)
+        emb = emb.to(torch.promote_types(emb.dtype, torch.float32))
+        return self.loss(emb, labels), emb
+
+
+@dataclass
+class FullPass:
+    """A pass of the current network over the training set, sharded over the processes: the
+    class sums the `global` strategy refreshes from. Remembers the step of its last result, so
+    that the final evaluation reuses it when the network has not moved since."""
+
+    model: EmbeddingModel
+    data: DataSplit
+    device: torch.device
+    config: TrainConfig
+    precision: str
+    step: int = 0
+    last: tuple[int, Tensor, Tensor] | None = None
+
+    def __call__(self) -> tuple[Tensor, Tensor]:
+        rows = distributed.shard_rows(len(self.data.train))
+        preprocessing = dict(self.model.preprocessing)
+        batches = eval_batches(
+            self.data.train, EVAL_BATCH, preprocessing, self.config.num_workers, rows
         )
-        sums, counts = class_sums(feats, labels, data.num_classes)
-        directions.refresh(sums.to(device), counts.to(device))
-    else:
-        directions.refresh()
-    return time.perf_counter() - start, feats
+        bar = tqdm(
+            batches,
+            total=-(-len(rows) // EVAL_BATCH),
+            desc="full pass",
+            disable=None if self.config.progress and distributed.is_main() else True,
+            leave=False,
+        )
+        sums, counts = compute_class_sums(
+            self.model, bar, self.data.num_classes, self.device, precision=self.precision
+        )
+        self.last = (self.step, sums, counts)
+        return sums, counts
 
-
-@torch.inference_mode()
-def test_accuracy(
-    model: EmbeddingModel,
-    loss: Any,
-    data: DataSplit,
-    preprocessing: dict[str, Any],
-    device: torch.device,
-    config: TrainConfig,
-) -> float | None:
-    """Quick per-epoch accuracy from the loss's own classifier (None when it has none)."""
-    if data.disjoint or not getattr(loss, "has_classifier", False):
-        return None
-    model.eval()
-    correct = 0
-    for images, labels in eval_batches(data.test, 512, preprocessing, config.num_workers):
-        emb = model(images.to(device), normalize=getattr(loss, "expects_normalized", True))
-        correct += int((loss.logits(emb).argmax(1).cpu() == labels).sum())
-    model.train()
-    return correct / len(data.test)
+    def sums_at(self, step: int) -> tuple[Tensor, Tensor] | None:
+        """The last result if it was computed after step `step`, else None."""
+        if self.last is None or self.last[0] != step:
+            return None
+        return self.last[1], self.last[2]
 
 
 def train(config: TrainConfig, resume: bool = False) -> RunResult:
+    """Train as configured; under torchrun, as one of its processes."""
+    with distributed.setup(resolve_device(config.device)) as device:
+        return _train(config, resume, device)
+
+
+def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult:
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
     seed_everything(config.seed)
+    precision = resolve_precision(config.precision, device)
+    world = distributed.world_size()
+    if config.batch_size % world:
+        raise ValueError(
+            f"--batch-size {config.batch_size} is the global batch: it must be a multiple of the "
+            f"number of processes ({world})"
+        )
 
     data = build_datasets(config)
     model = build_model(config, data).to(device)
@@ -220,29 +242,40 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
             if part is not None and in_memory(part):
                 part.images = part.images.to(device)
     preprocessing = dict(model.preprocessing)
-    loss: Any = create_loss(
-        config.loss, data.num_classes, config.embed_dim, **loss_options(config)
-    ).to(device)
+    loss = build_loss(config, data.num_classes).to(device)
+    if precision == "64":
+        model.double()
+        loss.double()
     optimizer = build_optimizer(config, model, loss)
-    steps_per_epoch = max(1, len(data.train) // min(config.batch_size, len(data.train)))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    batch = min(config.batch_size, len(data.train))
+    steps_per_epoch = max(1, len(data.train) // batch)
     schedule = build_schedule(optimizer, config, steps_per_epoch)
     period = None if config.refresh_period == "epoch" else int(config.refresh_period)
+    full_pass = FullPass(model, data, device, config, precision)
+
+    objective: nn.Module = Objective(model, loss, device, precision)
+    distributed.sync_batchnorm(model, device)  # see its docstring: on the CPU, float64 statistics
+    if distributed.is_distributed():
+        objective = DistributedDataParallel(
+            objective,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # Mean-direction accumulators differ between processes until a refresh sums them.
+            broadcast_buffers=False,
+        )
 
     history: list[dict[str, Any]] = []
     start_epoch, step = 0, 0
     ckpt_path = out / CHECKPOINT
     if resume:
         start_epoch, step, history = _restore(ckpt_path, config, model, loss, optimizer, schedule)
-        print(f"resumed from {ckpt_path} after epoch {start_epoch}")
+        if main:
+            print(f"resumed from {ckpt_path} after epoch {start_epoch}")
     else:
-        save_config(config, out / "config.yaml")
-        directions = getattr(loss, "directions", None)
-        if directions is not None and directions.needs_full_pass and config.global_init == "data":
-            # The paper's global structure learning starts from the data's own mean directions
-            # (with global_init "random" it starts from the random ones drawn at construction).
-            refresh_directions(loss, model, data, preprocessing, device, config)
+        if main:
+            save_config(config, out / "config.yaml")
+        loss.start(full_pass)
 
-    last_train_feats = None
     for epoch in range(start_epoch, config.epochs):
         model.train()
         loss.train()
@@ -254,93 +287,84 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         batches = train_batches(
             data.train, config.batch_size, preprocessing, config.augment, gen, config.num_workers
         )
-        totals = {"loss": 0.0, "correct": 0, "seen": 0, "refresh_s": 0.0}
+        # Sums over all processes: loss x images, correct classifications, images.
+        totals = torch.zeros(3, dtype=torch.float64)
+        refresh_s = 0.0
         bar = tqdm(
             batches,
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=None if config.progress else True,  # None: off when not a terminal
+            disable=None if config.progress and main else True,  # None: off when not a terminal
             leave=False,
         )
         start = time.perf_counter()
         for images, labels in bar:
-            images, labels = (
-                images.to(device, non_blocking=True),
-                labels.to(device, non_blocking=True),
-            )
-            emb = model(images, normalize=getattr(loss, "expects_normalized", True))
-            value = loss(emb, labels)
-            if not torch.isfinite(value):
+            images = model_inputs(images, device, precision)
+            labels = labels.to(device, non_blocking=True)
+            value, emb = objective(images, labels)
+            stats = _step_stats(loss, value, emb, labels)
+            if not math.isfinite(stats[0]):
                 raise TrainingDiverged(
-                    f"the loss became {value.item()} at epoch {epoch + 1}, iteration {step + 1}; "
+                    f"the loss became {stats[0]} at epoch {epoch + 1}, iteration {step + 1}; "
                     f"the last good checkpoint ({ckpt_path}, epoch {epoch}) is kept. "
-                    "Lower --lr or --kappa, then resume with --resume."
+                    "Lower --lr or --kappa, then resume with --resume (both may change on resume)."
                 )
             optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
+            scaler.scale(value).backward()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             step += 1
-            totals["loss"] += value.item() * len(labels)
-            totals["seen"] += len(labels)
-            if getattr(loss, "has_classifier", False):
-                with torch.no_grad():
-                    totals["correct"] += int((loss.logits(emb.detach()).argmax(1) == labels).sum())
+            totals += stats
             if period is not None and step % period == 0:
-                seconds, _ = refresh_directions(loss, model, data, preprocessing, device, config)
-                totals["refresh_s"] += seconds
-            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.4f}")
-        train_s = time.perf_counter() - start - totals["refresh_s"]
+                refresh_s += _end_period(loss, full_pass, step)
+            bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}")
+        train_s = time.perf_counter() - start - refresh_s
         if period is None:
-            seconds, last_train_feats = refresh_directions(
-                loss, model, data, preprocessing, device, config
-            )
-            totals["refresh_s"] += seconds
-        else:
-            last_train_feats = None
+            refresh_s += _end_period(loss, full_pass, step)
 
+        seen = float(totals[2])
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "train_loss": totals["loss"] / max(1, totals["seen"]),
-            "train_accuracy": totals["correct"] / max(1, totals["seen"])
-            if getattr(loss, "has_classifier", False)
-            else None,
+            "train_loss": float(totals[0]) / max(1.0, seen),
+            "train_accuracy": float(totals[1]) / max(1.0, seen) if loss.has_classifier else None,
             "lr": schedule.get_last_lr()[0],
-            "kappa": float(loss.kappa) if hasattr(loss, "kappa") else None,
+            **loss.log_values(),
             "train_seconds": train_s,
-            "refresh_seconds": totals["refresh_s"],
-            "images_per_second": totals["seen"] / train_s if train_s > 0 else None,
+            "refresh_seconds": refresh_s,
+            "images_per_second": seen / train_s if train_s > 0 else None,
         }
         last = epoch + 1 == config.epochs
         if config.eval_every and ((epoch + 1) % config.eval_every == 0 or last):
-            record["test_accuracy"] = test_accuracy(
-                model, loss, data, preprocessing, device, config
-            )
+            record["test_accuracy"] = _test_accuracy(model, loss, data, device, config, precision)
         history.append(record)
-        _check_finite(model, loss, epoch, ckpt_path)
-        atomic_save(
-            {
-                "format": "vmfml-checkpoint",
-                "version": 1,
-                "model": model_entry(model),
-                "class_names": list(data.train.class_names),
-                "loss": {
-                    "name": config.loss,
-                    "options": loss_options(config),
-                    "state_dict": loss.state_dict(),
-                    "num_classes": data.num_classes,
+        loss_state = loss.checkpoint_state()  # on every process: it may sum over them
+        _check_finite({**model.state_dict(), **loss_state}, epoch, ckpt_path)
+        if main:
+            atomic_save(
+                {
+                    "format": "vmfml-checkpoint",
+                    "version": 1,
+                    "model": model_entry(model),
+                    "class_names": list(data.train.class_names),
+                    "loss": {
+                        "name": config.loss,
+                        "options": config.loss_options(),
+                        "state_dict": loss_state,
+                        "num_classes": data.num_classes,
+                    },
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "history": history,
+                    "config": config.to_dict(),
                 },
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "epoch": epoch + 1,
-                "step": step,
-                "history": history,
-                "config": config.to_dict(),
-            },
-            ckpt_path,
-        )
-        summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
-        print(f"epoch {epoch + 1}/{config.epochs}: {summary}", flush=True)
+                ckpt_path,
+            )
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+            print(f"epoch {epoch + 1}/{config.epochs}: {summary}", flush=True)
 
     metrics, test_emb, test_labels = evaluate_model(
         model,
@@ -352,14 +376,20 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         config.eval_ks,
         data.disjoint,
         num_workers=config.num_workers,
-        progress=config.progress,
-        train_features=last_train_feats,
+        progress=config.progress and main,
+        train_sums=full_pass.sums_at(step),
         gallery_set=data.gallery,
+        precision=precision,
     )
+    if not main:
+        return RunResult(metrics={}, history=history, out_dir=out)
     metrics["timing"] = _timing(history)
     metrics["run"] = {
         "config": config.to_dict(),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}",
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, {device}",
+        "processes": world,
+        "precision": precision,
         "torch": torch.__version__,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -371,6 +401,51 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         class_names = data.test.class_names
         plot_embedding(test_emb, test_labels, class_names, out / "embedding.png", seed=config.seed)
     return RunResult(metrics=metrics, history=history, out_dir=out)
+
+
+def _step_stats(loss: MetricLoss, value: Tensor, emb: Tensor, labels: Tensor) -> Tensor:
+    """(loss x images, correct, images) of this step summed over all processes: one small
+    all-reduce, so a NaN on any process stops every process at the same step."""
+    n = len(labels)
+    correct = 0.0
+    if loss.has_classifier:
+        with torch.no_grad():
+            correct = float((loss.logits(emb.detach()).argmax(1) == labels).sum())
+    local = torch.tensor([value.item() * n, correct, n], dtype=torch.float64)
+    return distributed.all_sum(local)
+
+
+def _end_period(loss: MetricLoss, full_pass: FullPass, step: int) -> float:
+    """The loss's end-of-period work; returns its seconds."""
+    start = time.perf_counter()
+    full_pass.step = step
+    loss.end_period(full_pass)
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def _test_accuracy(
+    model: EmbeddingModel,
+    loss: MetricLoss,
+    data: DataSplit,
+    device: torch.device,
+    config: TrainConfig,
+    precision: str,
+) -> float | None:
+    """Quick per-epoch accuracy from the loss's own classifier (None when it has none)."""
+    if data.disjoint or not loss.has_classifier:
+        return None
+    model.eval()
+    correct = torch.zeros(1, dtype=torch.float64)
+    rows = distributed.shard_rows(len(data.test))
+    for images, labels in eval_batches(
+        data.test, EVAL_BATCH, dict(model.preprocessing), config.num_workers, rows
+    ):
+        with autocast(device, precision):
+            emb = model(model_inputs(images, device, precision), normalize=loss.expects_normalized)
+        correct += int((loss.logits(emb.float()).argmax(1).cpu() == labels).sum())
+    model.train()
+    return float(distributed.all_sum(correct)) / len(data.test)
 
 
 def _timing(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -385,10 +460,8 @@ def _timing(history: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def _check_finite(
-    model: torch.nn.Module, loss: torch.nn.Module, epoch: int, ckpt_path: Path
-) -> None:
-    for name, tensor in [*model.state_dict().items(), *loss.state_dict().items()]:
+def _check_finite(state: dict[str, Tensor], epoch: int, ckpt_path: Path) -> None:
+    for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise TrainingDiverged(
                 f"{name} holds NaN or infinite values after epoch {epoch + 1}; "
@@ -399,8 +472,8 @@ def _check_finite(
 def _restore(
     path: Path,
     config: TrainConfig,
-    model: torch.nn.Module,
-    loss: torch.nn.Module,
+    model: nn.Module,
+    loss: MetricLoss,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LambdaLR,
 ) -> tuple[int, int, list[dict[str, Any]]]:
@@ -411,14 +484,26 @@ def _restore(
     ckpt = load_checkpoint(path)
     saved = ckpt["config"]
     current = config.to_dict()
-    changed = [k for k in current if k not in RUNTIME_KEYS and saved.get(k) != current[k]]
+    fixed = RUNTIME_KEYS | RESUME_KEYS
+    changed = [k for k in current if k not in fixed and k in saved and saved[k] != current[k]]
+    if config.learn_kappa and saved.get("kappa", config.kappa) != config.kappa:
+        changed.append("kappa")  # a learned kappa is state: --kappa only set its start
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise ValueError(
-            f"--resume: the config differs from the checkpoint's ({diffs}); resume with the same settings"
+            f"--resume: the config differs from the checkpoint's ({diffs}); resume with the same "
+            f"settings (only {', '.join(sorted(RESUME_KEYS))} may change)"
         )
     model.load_state_dict(ckpt["model"]["state_dict"])
-    loss.load_state_dict(ckpt["loss"]["state_dict"])
+    # A fixed kappa is a setting, so the loss keeps the one it was built with (--kappa).
+    loss.restore_state(ckpt["loss"]["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
     schedule.load_state_dict(ckpt["schedule"])
+    ratio = config.lr / float(saved.get("lr", config.lr))
+    if ratio != 1.0:
+        # A new --lr scales the rest of the schedule of every group (the loss's own included).
+        schedule.base_lrs = [lr * ratio for lr in schedule.base_lrs]
+        for group in optimizer.param_groups:
+            group["initial_lr"] *= ratio
+            group["lr"] *= ratio
     return int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
