@@ -64,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"vmfml {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from vmfml.distributed import ProcessGroupLost
+
+        if not isinstance(err, ProcessGroupLost):
+            raise
+        print(f"vmfml {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"vmfml {args.command}: interrupted", file=sys.stderr)
         return 130

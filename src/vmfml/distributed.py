@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,8 +29,10 @@ from torch import Tensor, nn
 
 __all__ = [
     "GlobalBatchNorm",
+    "ProcessGroupLost",
     "all_sum",
     "barrier",
+    "gather_pieces",
     "gather_rows",
     "is_distributed",
     "is_main",
@@ -43,6 +49,10 @@ __all__ = [
 # that died is normally noticed at once (its socket closes); this bounds the rest, e.g. a process
 # stopped in a debugger. VMFML_DIST_TIMEOUT (seconds) changes it.
 DEFAULT_TIMEOUT_S = 300
+
+
+class ProcessGroupLost(RuntimeError):
+    """A collective failed because another process of the run ended or cannot be reached."""
 
 
 def launched_by_torchrun() -> bool:
@@ -92,10 +102,35 @@ def setup(device: torch.device) -> Iterator[torch.device]:
         seconds=float(os.environ.get("VMFML_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
     )
     dist.init_process_group(backend, timeout=timeout)
+    previous = signal.signal(signal.SIGTERM, _stopped_by_launcher)
     try:
         yield device
+    except RuntimeError as err:
+        backend_error = isinstance(err, dist.DistError) or any(
+            word in str(err) for word in ("gloo", "NCCL", "Connection reset", "Connection closed")
+        )
+        if not backend_error or isinstance(err, ProcessGroupLost):
+            raise
+        raise ProcessGroupLost(
+            f"process {rank()} of {world_size()} lost contact with the others: another process "
+            f"of this run ended or failed (its error is in its output or in torchrun's summary). "
+            f"{str(err).splitlines()[0][:300]}"
+        ) from err
     finally:
+        signal.signal(signal.SIGTERM, previous)
         dist.destroy_process_group()
+
+
+def _stopped_by_launcher(signum: int, frame: Any) -> None:
+    # torchrun stops the other processes when one fails or dies: say so in one line, instead
+    # of the traceback of wherever this process happened to be.
+    print(
+        f"vmfml: process {rank()} of {world_size()} stopped: another process of this run ended "
+        "(its error is above, or in torchrun's summary below)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(128 + signum)
 
 
 def barrier() -> None:
@@ -133,6 +168,21 @@ def gather_rows(local: Tensor, n: int) -> Tensor:
     return torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])
 
 
+def gather_pieces(local: Tensor, capacity: int) -> list[Tensor]:
+    """Every process's `local` rows (at most `capacity` of them, as many as each has), in rank
+    order: [local] in a single process."""
+    if not is_distributed():
+        return [local]
+    count = torch.tensor([len(local)], device=local.device)
+    counts = [torch.empty_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    padded = local.new_zeros((capacity, *local.shape[1:]))
+    padded[: len(local)] = local
+    pieces = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(pieces, padded)
+    return [piece[: int(c)] for piece, c in zip(pieces, counts, strict=True)]
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalization over the global batch of all processes, on any device and backend.
 
@@ -151,7 +201,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         count = torch.full((1,), x.numel() / x.shape[1], dtype=torch.float64, device=x.device)
         stats = torch.cat([count, x64.sum(dims), (x64 * x64).sum(dims)])
         if is_distributed():
-            stats = dist_fn.all_reduce(stats)
+            with warnings.catch_warnings():  # deprecated, but its replacement has no autograd
+                warnings.simplefilter("ignore", FutureWarning)
+                stats = dist_fn.all_reduce(stats)
         channels = x.shape[1]
         n = stats[0]
         mean = stats[1 : 1 + channels] / n

@@ -134,14 +134,16 @@ def test_resume_after_kill_matches_uninterrupted_run(
 def test_global_starts_from_the_untrained_class_means_or_at_random(
     tmp_path: Path, fashion_sample: object, monkeypatch: pytest.MonkeyPatch, init: str
 ) -> None:
-    refreshed = []  # the mean directions just before each refresh
-    original = loop.refresh_directions
+    from vmfml.directions import GlobalDirections
 
-    def spy(loss: torch.nn.Module, *args: object, **kwargs: object) -> object:
-        refreshed.append(loss.directions.mu.clone())  # type: ignore[union-attr]
-        return original(loss, *args, **kwargs)  # type: ignore[arg-type]
+    refreshed = []  # the mean directions just before each full-pass refresh
+    original = GlobalDirections._set_mu_from
 
-    monkeypatch.setattr(loop, "refresh_directions", spy)
+    def spy(self: GlobalDirections, *args: object) -> None:
+        refreshed.append(self.mu.clone())
+        original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GlobalDirections, "_set_mu_from", spy)
     settings = {**QUICK, "epochs": 1, "directions": "global", "global_init": init}
     loop.train(load_config(None, {**settings, "out_dir": str(tmp_path)}))
     from vmfml.directions import create_directions
@@ -159,9 +161,9 @@ def test_global_starts_from_the_untrained_class_means_or_at_random(
 def test_resume_refuses_changed_settings(tmp_path: Path, fashion_sample: object) -> None:
     out = tmp_path / "run"
     loop.train(load_config(None, {**QUICK, "epochs": 1, "out_dir": str(out)}))
-    with pytest.raises(ValueError, match="kappa"):
+    with pytest.raises(ValueError, match="embed_dim"):
         loop.train(
-            load_config(None, {**QUICK, "epochs": 1, "kappa": 4.0, "out_dir": str(out)}),
+            load_config(None, {**QUICK, "epochs": 1, "embed_dim": 32, "out_dir": str(out)}),
             resume=True,
         )
     assert (

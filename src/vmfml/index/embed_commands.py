@@ -22,28 +22,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_run_arguments(parser)
 
 
-def embed_gallery(args: argparse.Namespace, out: str | Path) -> tuple[Path, Any, Any]:
-    """Embed the folder --data with --checkpoint into the file `out`: (path, dataset, model)."""
+def embed_gallery(args: argparse.Namespace, out: str | Path) -> tuple[Path | None, Any, Any]:
+    """Embed the folder --data with --checkpoint into the file `out`: (path, dataset, model).
+
+    Under torchrun every process embeds its shard and process 0 writes the file; the others
+    get path None.
+    """
+    from vmfml import distributed
     from vmfml.index.cli_common import load_gallery
     from vmfml.index.embeddings import embed_folder_to_file
     from vmfml.train.checkpoint import load_embedding_model
     from vmfml.train.loop import resolve_device
 
-    device = resolve_device(args.device)
-    model, _ = load_embedding_model(args.checkpoint, map_location=device)
-    dataset = load_gallery(args.data, model.preprocessing, args.on_error, not args.no_progress)
-    path = embed_folder_to_file(
-        out,
-        model,
-        dataset,
-        checkpoint=args.checkpoint,
-        data_root=args.data,
-        batch_size=args.batch_size,
-        device=device,
-        num_workers=args.workers,
-        progress=not args.no_progress,
-    )
-    return Path(path), dataset, model
+    with distributed.setup(resolve_device(args.device)) as device:
+        model, _ = load_embedding_model(args.checkpoint, map_location=device)
+        progress = not args.no_progress and distributed.is_main()
+        dataset = load_gallery(args.data, model.preprocessing, args.on_error, progress)
+        path = embed_folder_to_file(
+            out,
+            model,
+            dataset,
+            checkpoint=args.checkpoint,
+            data_root=args.data,
+            batch_size=args.batch_size,
+            device=device,
+            num_workers=args.workers,
+            progress=progress,
+        )
+    return (Path(path) if path is not None else None), dataset, model
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).is_dir() or Path(npz).is_dir():
         raise ValueError(f"--out {args.out} is a folder; give the embedding file to write (.npz)")
     out, dataset, model = embed_gallery(args, args.out)
+    if out is None:  # a torchrun process other than 0: process 0 wrote the file
+        return 0
     print(
         f"wrote {len(dataset)} embeddings (D={model.embed_dim}, {len(dataset.class_names)} classes) "
         f"to {out}",

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from vmfml.files import atomic_write, scratch_dir
 
@@ -208,25 +208,27 @@ def _memmap_member(path: Path, member: str) -> np.ndarray | None:
     )
 
 
-@torch.inference_mode()
 def embed_into(
     model: nn.Module,
     dataset: Any,
-    out: np.ndarray,
+    out: np.ndarray | None,
     *,
     batch_size: int = 128,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     progress: bool = True,
-) -> np.ndarray:
+) -> np.ndarray | None:
     """Embed every image of `dataset` into the rows of `out`, one batch at a time.
 
     Memory stays bounded by one batch of images plus `out`, which may be a memory-mapped file.
+    Under torchrun each process embeds its shard (`vmfml.distributed.shard_rows`) and process 0
+    writes every process's rows in place, batch by batch: the same rows, in the same order, as
+    one process; the other processes pass out=None.
 
     Args:
         model: an `EmbeddingModel` (unit `[B, D]` output, `.preprocessing`).
         dataset: an `ImageDataset` (`dataset[i] -> (uint8 [C, H, W], label)`).
-        out: float32 `[N, D]` with N = len(dataset).
+        out: float32 `[N, D]` with N = len(dataset) (None on processes other than 0).
 
     Returns:
         `out`, filled.
@@ -235,27 +237,36 @@ def embed_into(
 
     from vmfml.data.errors import reraise_worker_errors
     from vmfml.data.transforms import TransformedDataset, make_transform
+    from vmfml.distributed import gather_pieces, shard_rows, world_size
+    from vmfml.models.inference import embed_batches
 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if out.shape[0] != len(dataset):
+    if out is not None and out.shape[0] != len(dataset):
         raise ValueError(f"out has {out.shape[0]} rows for {len(dataset)} images")
+    device = torch.device(device)
+    n = len(dataset)
+    rows = shard_rows(n)
+    # Every process takes the same number of steps (the largest shard's), so that each step
+    # gathers one batch from each.
+    steps = max(-(-len(shard_rows(n, r)) // batch_size) for r in range(world_size()))
     transform = make_transform(model.preprocessing, train=False)  # type: ignore[arg-type]
     loader = DataLoader(
-        TransformedDataset(dataset, transform), batch_size=batch_size, num_workers=num_workers
+        Subset(TransformedDataset(dataset, transform), rows),
+        batch_size=batch_size,
+        num_workers=num_workers,
     )
-    was_training = model.training
-    model.eval()
-    start = 0
-    try:
-        with tqdm(total=len(dataset), desc="embed", unit="img", disable=not progress) as bar:
-            for images, _ in reraise_worker_errors(loader):
-                z = model(images.to(device)).float().cpu().numpy()  # [B, D]
-                out[start : start + len(z)] = z
-                start += len(z)
-                bar.update(len(z))
-    finally:
-        model.train(was_training)
+    local = embed_batches(model, reraise_worker_errors(loader), device)
+    empty = torch.empty(0, int(model.embed_dim), device=device)  # type: ignore[arg-type]
+    with tqdm(total=n, desc="embed", unit="img", disable=not progress) as bar:
+        for step in range(steps):
+            z, _ = next(local, (empty, None))
+            for r, piece in enumerate(gather_pieces(z, batch_size)):
+                if out is not None:
+                    start = shard_rows(n, r).start + step * batch_size
+                    out[start : start + len(piece)] = piece.float().cpu().numpy()
+                bar.update(len(piece))
+    local.close()
     return out
 
 
@@ -270,7 +281,7 @@ def embed_folder_to_file(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     progress: bool = True,
-) -> Path:
+) -> Path | None:
     """Embed a data set and write an embedding file, streaming through a memory map on disk.
 
     Args:
@@ -281,10 +292,17 @@ def embed_folder_to_file(
         data_root: the folder the images came from (recorded).
 
     Returns:
-        the path written.
+        the path written (None on processes other than 0 of a torchrun run, which write nothing).
     """
+    from vmfml.distributed import is_main
     from vmfml.index.model_info import model_info
 
+    if not is_main():  # under torchrun: embed this process's shard, process 0 writes
+        embed_into(
+            model, dataset, None, batch_size=batch_size, device=device, num_workers=num_workers,
+            progress=False,
+        )  # fmt: skip
+        return None
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     scratch = str(scratch_dir(out_path))  # removed below; if killed, by the next run

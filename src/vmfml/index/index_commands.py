@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             # Beside --out, named after it: a killed run's scratch is removed by the next one.
             scratch = scratch_dir(Path(args.out))
             gallery = _embed_gallery(args, scratch / "gallery.npz")
+            if gallery is None:  # a torchrun process other than 0: process 0 builds the index
+                return 0
         meta: dict[str, Any] = {
             "model": gallery.meta.get("model"),
             "gallery_root": gallery.meta.get("data_root"),
@@ -120,4 +122,4 @@ def _embed_gallery(args: argparse.Namespace, scratch_file: Path) -> Any:
     from vmfml.index.embeddings import load_embedding_file
 
     path, _, _ = embed_gallery(args, scratch_file)
-    return load_embedding_file(path)
+    return load_embedding_file(path) if path is not None else None

@@ -7,7 +7,7 @@ This is the API the web server (`vmfml serve`) is built on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -19,6 +19,7 @@ from torch import nn
 from vmfml.index.images import prepare
 from vmfml.index.model_info import check_same_model, describe, model_info
 from vmfml.index.search_index import SearchIndex
+from vmfml.models.inference import embed_batches
 
 ImageLike = Image.Image | str | Path
 
@@ -116,20 +117,22 @@ class Searcher:
 
     # ---- embedding ---------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def embed_images(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Embed images (PIL images or paths) in batches: float32 `[Q, D]` unit rows, on the CPU.
 
         Grey images are turned to RGB (and RGB to grey) as the model needs; the size is fixed by
         the model's preprocessing. A file that cannot be decoded is refused by name.
         """
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [
-                prepare(src, self.preprocessing, self.transform)
-                for src in images[start : start + self.batch_size]
-            ]
-            out.append(self.model(torch.stack(batch).to(self.device)).float().cpu())
+
+        def batches() -> Iterator[tuple[torch.Tensor, None]]:
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start : start + self.batch_size]
+                yield (
+                    torch.stack([prepare(s, self.preprocessing, self.transform) for s in chunk]),
+                    None,
+                )
+
+        out = [z.cpu() for z, _ in embed_batches(self.model, batches(), self.device)]
         if not out:
             return torch.empty(0, self.index.dim)
         return torch.cat(out)

@@ -124,7 +124,7 @@ class VMFLoss(BaseLoss):
         self.directions.end_period(full_pass)
 
     def log_values(self) -> dict[str, float]:
-        return {"kappa": float(self.kappa)}
+        return {"kappa": float(self.kappa.detach())}
 
     def checkpoint_state(self) -> dict[str, Any]:
         state = self.state_dict()

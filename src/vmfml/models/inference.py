@@ -8,7 +8,7 @@ precision and float32 outputs are decided in one place.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 import torch
@@ -55,7 +55,7 @@ def embed_batches(
     *,
     normalize: bool = True,
     precision: str = "32",
-) -> Iterator[tuple[Tensor, Any]]:
+) -> Generator[tuple[Tensor, Any], None, None]:
     """Embed every (images [B, C, H, W], labels) batch in eval mode, without gradients.
 
     Yields (embeddings [B, D] on `device`, float32 or float64 as the model computes them, the batch's labels as given). Unit rows when

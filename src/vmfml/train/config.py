@@ -227,14 +227,29 @@ class TrainConfig:
             raise ValueError(
                 f"warmup_epochs must be in [0, epochs = {self.epochs}); got {self.warmup_epochs}"
             )
-        self._check_loss_flags()
+        self._check_flags()
 
-    def _check_loss_flags(self) -> None:
-        """Every loss setting given must reach the loss: refuse those that do not apply to it."""
+    def _check_flags(self) -> None:
+        """Every setting given must reach what it sets: refuse those that do not apply."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        given = {k for k in defaults if getattr(self, k) != defaults[k]}
+        if self.model != "small_cnn" and given & {"depth", "width"}:
+            flags = " and ".join(f"--{k}" for k in sorted(given & {"depth", "width"}))
+            raise ValueError(f"{flags} only apply to --model small_cnn, not {self.model}")
+        if self.model == "small_cnn" and given & {"pretrained", "weights"}:
+            raise ValueError("small_cnn has no pretrained weights: --pretrained and --weights "
+                             "apply to timm and efficientnet_lite0 models")  # fmt: skip
+        if "test_fraction" in given and (
+            self.split == "class-disjoint" or self.data == "fashion-mnist"
+        ):
+            raise ValueError(
+                "--test-fraction applies only to --split standard on a data set without its own "
+                "test split (fashion-mnist has one)"
+            )
         valid = loss_option_names(self.loss, self.directions)
-        given = self.loss_options()
+        options = self.loss_options()
         unused = [
-            key for key, option in LOSS_KEYS.items() if option in given and option not in valid
+            key for key, option in LOSS_KEYS.items() if option in options and option not in valid
         ]
         if self.refresh_period != "epoch" and not has_period(self.loss, self.directions):
             unused.append("refresh_period")

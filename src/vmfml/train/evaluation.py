@@ -85,7 +85,7 @@ def evaluate_model(
         for name, kappa in zip(train_set.class_names, concentration["kappa"], strict=True)
     }
     if not disjoint:
-        mu = F.normalize(sums, dim=1).float()
+        mu = F.normalize(sums, dim=1).to(test_emb.dtype)
         metrics["accuracy"] = float(((test_emb @ mu.T).argmax(1) == test_labels).double().mean())
         if loss is not None and loss.has_classifier:
             with torch.inference_mode():

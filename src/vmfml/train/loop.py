@@ -21,6 +21,7 @@ import math
 import platform
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,12 +258,15 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     objective: nn.Module = Objective(model, loss, device, precision)
     distributed.sync_batchnorm(model, device)  # see its docstring: on the CPU, float64 statistics
     if distributed.is_distributed():
-        objective = DistributedDataParallel(
-            objective,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            # Mean-direction accumulators differ between processes until a refresh sums them.
-            broadcast_buffers=False,
-        )
+        with warnings.catch_warnings():
+            # Deprecated for forward_sync_buffers, which still syncs the buffers at the start.
+            warnings.simplefilter("ignore", FutureWarning)
+            objective = DistributedDataParallel(
+                objective,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                # Mean-direction accumulators differ between processes until a refresh sums them.
+                broadcast_buffers=False,
+            )
 
     history: list[dict[str, Any]] = []
     start_epoch, step = 0, 0
