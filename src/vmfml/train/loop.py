@@ -44,6 +44,15 @@ from vmfml.train.datasets import DataSplit, build_datasets
 from vmfml.train.evaluation import evaluate_model
 
 CHECKPOINT = "checkpoint.pt"
+# What a run writes into its folder (the plots only with --plots true).
+RUN_FILES = (
+    "config.yaml",
+    CHECKPOINT,
+    "metrics.json",
+    "history.json",
+    "training_curves.png",
+    "embedding.png",
+)
 # The largest input small_cnn gets when --image-size is not given.
 SMALL_CNN_DEFAULT_MAX_SIZE = 64
 # Images per forward pass of the full pass and the evaluation (no gradients: larger than training).
@@ -222,8 +231,6 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
 def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult:
     out = Path(config.out_dir)
     main = distributed.is_main()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
@@ -236,6 +243,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         )
 
     data = build_datasets(config)
+    _check_eval_ks(config.eval_ks, data)
     model = build_model(config, data).to(device)
     if device.type == "cuda":
         # In-memory images live on the GPU for the whole run: no host-to-device copy per batch.
@@ -268,6 +276,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
                 broadcast_buffers=False,
             )
 
+    if main:  # the run starts: only now its folder appears (an early error leaves none)
+        out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     start_epoch, step = 0, 0
     ckpt_path = out / CHECKPOINT
@@ -277,6 +287,9 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
             print(f"resumed from {ckpt_path} after epoch {start_epoch}")
     else:
         if main:
+            # A new run replaces a previous one whole: none of its files is left to be mixed in.
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
             save_config(config, out / "config.yaml")
         loss.start(full_pass)
 
@@ -405,6 +418,20 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         class_names = data.test.class_names
         plot_embedding(test_emb, test_labels, class_names, out / "embedding.png", seed=config.seed)
     return RunResult(metrics=metrics, history=history, out_dir=out)
+
+
+def _check_eval_ks(ks: tuple[int, ...], data: DataSplit) -> None:
+    """Recall@K needs K neighbours per query: refused before training, not after it."""
+    if data.gallery is None:
+        available, what = len(data.test) - 1, f"the test set has {len(data.test)} images"
+        what += " (a query is not its own neighbour)"
+    else:
+        available, what = len(data.gallery), f"the gallery has {len(data.gallery)} images"
+    if max(ks) > available:
+        raise ValueError(
+            f"--eval-ks {','.join(map(str, ks))}: Recall@{max(ks)} needs {max(ks)} neighbours per "
+            f"query but {what}; use K <= {available}"
+        )
 
 
 def _step_stats(loss: MetricLoss, value: Tensor, emb: Tensor, labels: Tensor) -> Tensor:
