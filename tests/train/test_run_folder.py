@@ -4,6 +4,8 @@ and the summary names only the files the run wrote."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from vmfml.train import loop
+from vmfml.train.checkpoint import load_checkpoint
 from vmfml.train.datasets import DataSplit
 
 pytestmark = pytest.mark.slow
@@ -96,3 +99,113 @@ def test_a_failed_start_leaves_no_new_folder_and_keeps_an_old_one(
     (old / "notes.txt").write_text("mine")
     assert run_cli("train", *flags({**settings, "out_dir": old})).code == 2
     assert (old / "notes.txt").read_text() == "mine"
+
+
+def _interrupted_run(
+    out: Path, monkeypatch: pytest.MonkeyPatch, run_cli: Callable[..., Any]
+) -> None:
+    """A run of 2 epochs stopped by Ctrl-C in its second: checkpoint.pt holds epoch 1."""
+    real = loop._end_period
+    calls = {"n": 0}
+
+    def end_period(*args: Any) -> float:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(loop, "_end_period", end_period)
+    assert run_cli("train", *flags({**QUICK, "epochs": 2, "out_dir": out})).code == 130
+    monkeypatch.setattr(loop, "_end_period", real)
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+def test_an_existing_run_is_refused_until_resume_or_overwrite(
+    tmp_path: Path,
+    fashion_sample: object,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli: Callable[..., Any],
+) -> None:
+    out = tmp_path / "run"
+    _interrupted_run(out, monkeypatch, run_cli)
+    before = (out / "checkpoint.pt").read_bytes()
+
+    def load_no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data loaded")
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "build_datasets", load_no_data)
+        again = run_cli("train", *flags({**QUICK, "epochs": 2, "out_dir": out}))
+        assert again.code == 2
+        assert again.err.strip() == (
+            f"vmfml train: error: {out} already holds a run (checkpoint.pt, epoch 1 of 2); pass "
+            "--resume to continue it, --overwrite to replace it, or --out-dir NEW"
+        )
+        both = run_cli("train", "--resume", "--overwrite", *flags({**QUICK, "out_dir": out}))
+        assert both.code == 2 and "give one of them" in both.err
+    assert (out / "checkpoint.pt").read_bytes() == before  # nothing was touched
+
+    resumed = run_cli("train", "--resume", *flags({**QUICK, "epochs": 2, "out_dir": out}))
+    assert resumed.code == 0 and "resumed from" in resumed.out
+    finished = run_cli("train", *flags({**QUICK, "epochs": 2, "out_dir": out}))
+    assert finished.code == 2
+    assert "(checkpoint.pt, finished: epoch 2 of 2); pass --overwrite to replace it" in finished.err
+
+    # Only metrics.json left (as the benchmark leaves its runs): still a run.
+    (out / "checkpoint.pt").unlink()
+    only_metrics = run_cli("train", *flags({**QUICK, "epochs": 2, "out_dir": out}))
+    assert (
+        only_metrics.code == 2 and "already holds a finished run (metrics.json)" in only_metrics.err
+    )
+
+    replaced = run_cli("train", "--overwrite", *flags({**QUICK, "epochs": 1, "out_dir": out}))
+    assert replaced.code == 0
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    assert len(json.loads((out / "history.json").read_text())) == 1
+
+
+def test_the_summary_names_only_the_files_written(
+    tmp_path: Path,
+    fashion_sample: object,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli: Callable[..., Any],
+) -> None:
+    out = tmp_path / "run"
+    _interrupted_run(out, monkeypatch, run_cli)
+    with_plots = run_cli(
+        "train", "--resume", *flags({**QUICK, "epochs": 2, "plots": True, "out_dir": out})
+    )
+    assert with_plots.code == 0
+    assert (
+        f"run folder: {out} (metrics.json, checkpoint.pt, training_curves.png, embedding.png)"
+        in with_plots.out
+    )
+    # A new run in its place removes the old run's plots: none is listed, none is left.
+    no_plots = run_cli("train", "--overwrite", *flags({**QUICK, "epochs": 1, "out_dir": out}))
+    assert no_plots.code == 0
+    assert f"run folder: {out} (metrics.json, checkpoint.pt)\n" in no_plots.out
+    assert not (out / "training_curves.png").exists() and not (out / "embedding.png").exists()
+
+
+def test_resume_with_a_runs_config_continues_that_run_where_it_lies(
+    tmp_path: Path,
+    fashion_sample: object,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli: Callable[..., Any],
+) -> None:
+    first = tmp_path / "first"
+    _interrupted_run(first, monkeypatch, run_cli)
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(first, moved)  # config.yaml still records out_dir: first
+    before = (first / "checkpoint.pt").read_bytes()
+
+    resumed = run_cli("train", "--resume", "--config", moved / "config.yaml")
+    assert resumed.code == 0
+    assert f"resuming the run in {moved} (the folder of --config {moved / 'config.yaml'})" in (
+        resumed.out
+    )
+    assert load_checkpoint(moved / "checkpoint.pt")["epoch"] == 2
+    assert (first / "checkpoint.pt").read_bytes() == before  # the recorded folder is left alone
+    # --out-dir on the command line still wins.
+    other = run_cli("train", "--resume", "--config", moved / "config.yaml", "--out-dir", first)
+    assert other.code == 0 and load_checkpoint(first / "checkpoint.pt")["epoch"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", help="YAML file of config keys (command-line flags override it)"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt (same settings)"
+        "--resume",
+        action="store_true",
+        help="continue from OUT_DIR/checkpoint.pt (same settings; --lr and --kappa may change); "
+        "with --config RUN/config.yaml and no --out-dir, the run in RUN",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in OUT_DIR (without it, an existing run is refused)",
     )
     group = parser.add_argument_group("settings (defaults shown; see also --config)")
     for f in config_fields():
@@ -43,9 +52,28 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from vmfml.train.config import load_config
-    from vmfml.train.loop import TrainingDiverged, train
+    from vmfml.train.loop import CHECKPOINT, TrainingDiverged, train
 
-    config = load_config(args.config, overrides_from(args))
+    if args.resume and args.overwrite:
+        raise ValueError(
+            "--resume continues the run in OUT_DIR and --overwrite replaces it: give one of them"
+        )
+    overrides = overrides_from(args)
+    if args.resume and args.config is not None and "out_dir" not in overrides:
+        folder = _run_folder_of(args.config)
+        if folder is not None:
+            # The run of that config.yaml, wherever it was moved: not the out_dir recorded in it.
+            overrides["out_dir"] = str(folder)
+            _say(f"resuming the run in {folder} (the folder of --config {args.config})")
+    config = load_config(args.config, overrides)
+    out = Path(config.out_dir)
+    # Checked before any data is loaded.
+    if args.resume and not (out / CHECKPOINT).is_file():
+        raise FileNotFoundError(
+            f"--resume: no checkpoint at {out / CHECKPOINT}; start the run without --resume"
+        )
+    if not args.resume and not args.overwrite:
+        _refuse_existing_run(out)
     try:
         result = train(config, resume=args.resume)
     except TrainingDiverged as err:
@@ -54,6 +82,50 @@ def run(args: argparse.Namespace) -> int:
     if result.metrics:  # only process 0 of a multi-process run has them
         print_summary(result.metrics, Path(config.out_dir))
     return 0
+
+
+def _say(line: str) -> None:
+    """Print once, from the first process of a torchrun launch (every process runs this file)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, flush=True)
+
+
+def _run_folder_of(config_path: str) -> Path | None:
+    """The run folder `config_path` belongs to: a config.yaml beside a checkpoint.pt."""
+    from vmfml.train.loop import CHECKPOINT
+
+    path = Path(config_path)
+    if path.name == "config.yaml" and path.is_file() and (path.parent / CHECKPOINT).is_file():
+        return path.parent
+    return None
+
+
+def _refuse_existing_run(out: Path) -> None:
+    """A run already in `out` is never silently replaced."""
+    import torch
+
+    from vmfml.train.loop import CHECKPOINT
+
+    ckpt = out / CHECKPOINT
+    if ckpt.is_file():
+        try:  # memory-mapped: only the small entries are read
+            saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+            epoch, epochs = int(saved["epoch"]), int(saved["config"]["epochs"])
+        except Exception:  # a damaged or foreign file is still not ours to replace
+            what, finished = CHECKPOINT, False
+        else:
+            finished = epoch >= epochs
+            what = f"{CHECKPOINT}, {'finished: ' if finished else ''}epoch {epoch} of {epochs}"
+        todo = "" if finished else "--resume to continue it, "
+        raise ValueError(
+            f"{out} already holds a run ({what}); pass {todo}--overwrite to replace it, "
+            "or --out-dir NEW"
+        )
+    if (out / "metrics.json").is_file():
+        raise ValueError(
+            f"{out} already holds a finished run (metrics.json); pass --overwrite to replace it, "
+            "or --out-dir NEW"
+        )
 
 
 def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
@@ -68,6 +140,6 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
             f"  {'time':<{width}}  {timing['train_seconds']:.1f} s training + {timing['refresh_seconds']:.1f} s "
             f"mean-direction refresh, {timing['images_per_second']:.0f} images/s"
         )
-    print(
-        f"\nrun folder: {out_dir} (metrics.json, checkpoint.pt, training_curves.png, embedding.png)"
-    )
+    names = ("metrics.json", "checkpoint.pt", "training_curves.png", "embedding.png")
+    written = ", ".join(name for name in names if (out_dir / name).is_file())
+    print(f"\nrun folder: {out_dir} ({written})")
