@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -297,3 +298,50 @@ def test_small_cnn_on_large_photos_defaults_to_64_pixels(
     assert main(["train", *flags(settings)]) == 0
     model, _ = load_embedding_model(out / "checkpoint.pt")
     assert tuple(model.preprocessing["input_size"]) == (3, 64, 64)
+
+
+def test_a_diverged_run_resumes_with_a_lower_lr_and_another_kappa(
+    tmp_path: Path,
+    fashion_sample: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The NaN stop's advice can be followed: resume with a lower --lr and another --kappa."""
+    real_create = loop.create_loss
+
+    def create_diverging(*args: object, **kwargs: object) -> torch.nn.Module:
+        inner = real_create(*args, **kwargs)
+        calls = {"n": 0}
+        real_forward = inner.forward
+
+        def forward(emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            if calls["n"] > 20:  # epoch 2 of 15 steps: the network's embeddings turn NaN
+                emb = emb * float("nan")
+            return real_forward(emb, labels)
+
+        inner.forward = forward  # type: ignore[method-assign]
+        return inner
+
+    settings = {**QUICK, "epochs": 3, "out_dir": tmp_path / "run"}
+    with monkeypatch.context() as m:
+        m.setattr(loop, "create_loss", create_diverging)
+        assert main(["train", *flags(settings)]) == 1
+    err = capsys.readouterr().err
+    assert "the loss became nan at epoch 2" in err and "Lower --lr or --kappa" in err
+    first = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert first["epoch"] == 1
+
+    assert main(["train", "--resume", *flags({**settings, "lr": 1e-3, "kappa": 8.0})]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["epoch"] == 3 and ckpt["config"]["lr"] == 1e-3 and ckpt["config"]["kappa"] == 8.0
+    assert ckpt["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(1e-3)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0] == pytest.approx(first["history"][0])  # epoch 1 as the first run left it
+    assert [r["kappa"] for r in history] == [16.0, 8.0, 8.0]
+    # Epochs 2 and 3 follow the schedule of a run at --lr 1e-3: the optimizer used the new lr.
+    ref = loop.train(load_config(None, {**settings, "lr": 1e-3, "out_dir": str(tmp_path / "ref")}))
+    assert [r["lr"] for r in history[1:]] == pytest.approx([r["lr"] for r in ref.history[1:]])
+    assert history[0]["lr"] == pytest.approx(3 * ref.history[0]["lr"])  # the first run's 3e-3
+    assert all(math.isfinite(r["train_loss"]) for r in history)

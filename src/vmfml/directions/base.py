@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from vmfml.distributed import is_distributed
 
-__all__ = ["ClassSums", "MeanDirections"]
+__all__ = ["ClassSums", "MeanDirections", "finite_rows"]
 
 # A full pass over the training set: per-class sums [C, D] (float64) and counts [C] of unit
 # embeddings, summed over every process (`compute_class_sums` behind a closure of the trainer's).
@@ -21,6 +21,16 @@ ClassSums = Callable[[], tuple[Tensor, Tensor]]
 
 # How many class indices a warning spells out before it summarises the rest.
 _MAX_NAMED_CLASSES = 20
+
+
+def finite_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x [B, D] as float64 with its non-finite rows zeroed, and the mask [B] of finite rows.
+
+    No value is read back to the host, so a training step on a GPU does not wait for it.
+    """
+    x = x.to(torch.float64)
+    finite = torch.isfinite(x).all(dim=1)
+    return torch.where(finite[:, None], x, 0.0), finite
 
 
 class MeanDirections(nn.Module):
@@ -80,14 +90,17 @@ class MeanDirections(nn.Module):
 
     @torch.no_grad()
     def observe(self, x: Tensor, labels: Tensor) -> None:
-        """Add a batch of detached unit embeddings x [B, D] with labels [B] to the class sums."""
+        """Add a batch of detached unit embeddings x [B, D] with labels [B] to the class sums.
+
+        Rows holding NaN or infinite values are skipped (neither summed nor counted), so one bad
+        embedding never spoils a class's sum.
+        """
         self._check_batch(x, labels)
-        self.class_sums.index_add_(0, labels, x.to(torch.float64))
+        x, finite = finite_rows(x)
+        self.class_sums.index_add_(0, labels, x)
         # index_add_ rather than bincount: bincount reads the largest label back from a GPU,
         # which would stall every training step.
-        self.class_counts.index_add_(
-            0, labels, torch.ones_like(labels, dtype=self.class_counts.dtype)
-        )
+        self.class_counts.index_add_(0, labels, finite.to(self.class_counts.dtype))
 
     def refresh(self, sums: Tensor | None = None, counts: Tensor | None = None) -> None:
         """Set mu from the given sums (or the accumulated ones) and clear the accumulators.

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from vmfml.distributed import is_distributed
 
-from .base import ClassSums, MeanDirections
+from .base import ClassSums, MeanDirections, finite_rows
 
 __all__ = ["EMADirections"]
 
@@ -38,11 +38,18 @@ class EMADirections(MeanDirections):
 
     @torch.no_grad()
     def observe(self, x: Tensor, labels: Tensor) -> None:
-        """Move the directions of the classes in the batch x [B, D], labels [B] towards their means."""
+        """Move the directions of the classes in the batch x [B, D], labels [B] towards their means.
+
+        Rows holding NaN or infinite values are skipped: a class whose rows are all bad keeps its
+        direction.
+        """
         self._check_batch(x, labels)
+        x, finite = finite_rows(x)
         # index_add_ rather than bincount, which would stall each step on a GPU (see base.py).
-        counts = torch.zeros_like(self.class_counts).index_add_(0, labels, torch.ones_like(labels))
-        sums = torch.zeros_like(self.class_sums).index_add_(0, labels, x.to(torch.float64))
+        counts = torch.zeros_like(self.class_counts).index_add_(
+            0, labels, finite.to(self.class_counts.dtype)
+        )
+        sums = torch.zeros_like(self.class_sums).index_add_(0, labels, x)
         if is_distributed():
             # The batch is the global one: every process moves mu by the same means.
             dist.all_reduce(sums)

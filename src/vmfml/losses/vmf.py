@@ -15,7 +15,7 @@ from vmfml.directions.base import ClassSums
 from .base import BaseLoss
 from .functional import vmf_logits, vmf_loss
 
-__all__ = ["VMFLoss", "check_embeddings", "check_labels"]
+__all__ = ["NonFiniteEmbeddings", "VMFLoss", "check_embeddings", "check_labels"]
 
 
 class VMFLoss(BaseLoss):
@@ -99,14 +99,31 @@ class VMFLoss(BaseLoss):
         return self.fixed_kappa
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Mean vMF loss of embeddings [B, D] (any norm) with class labels [B]; a 0-d tensor."""
+        """Mean vMF loss of embeddings [B, D] (any norm) with class labels [B]; a 0-d tensor.
+
+        Raises a ValueError for an empty batch, and `NonFiniteEmbeddings` (a ValueError naming
+        the bad rows) when an embedding holds NaN or infinite values; the directions then take
+        in nothing of the batch.
+        """
         check_embeddings(embeddings, self.embed_dim)
+        if embeddings.shape[0] == 0:
+            raise ValueError(
+                f"empty batch: embeddings have shape {list(embeddings.shape)}; the vMF loss is a "
+                "mean over the batch and needs at least one embedding"
+            )
         labels = check_labels(labels, embeddings.shape[0], self.num_classes)
         x = _unit(embeddings)
         mu = self.directions.directions().to(x.dtype)
         loss = vmf_loss(x, labels, mu, self.kappa.to(x.dtype))
         if self.training:
-            self.directions.observe(x.detach(), labels)
+            # A batch with a bad row gives NaN rows only, which the strategies skip: nothing of
+            # a refused batch is taken in, and nothing is read back from the GPU to decide it.
+            whole = torch.isfinite(x).all()
+            self.directions.observe(torch.where(whole, x.detach(), torch.nan), labels)
+        # Any NaN or infinite embedding makes the loss NaN: one test of the value the caller
+        # reads anyway, and the rows are looked at only when it fails.
+        if not torch.isfinite(loss):
+            _refuse_non_finite(embeddings)
         return loss
 
     def logits(self, embeddings: Tensor) -> Tensor:
@@ -146,6 +163,31 @@ class VMFLoss(BaseLoss):
 
     def extra_repr(self) -> str:
         return f"kappa={float(self.kappa):.4g}, learn_kappa={self.learn_kappa}"
+
+
+class NonFiniteEmbeddings(ValueError):
+    """Embeddings holding NaN or infinite values were given to the loss."""
+
+
+def _refuse_non_finite(embeddings: Tensor) -> None:
+    """Raise `NonFiniteEmbeddings` naming the rows of embeddings [B, D] that hold NaN or
+    infinite values; return when every row is finite (the loss is then not finite for another
+    reason, such as an infinite learned kappa, and is returned as it is)."""
+    nan_rows = torch.isnan(embeddings).any(dim=1)
+    inf_rows = torch.isinf(embeddings).any(dim=1) & ~nan_rows
+    bad = (nan_rows | inf_rows).nonzero().flatten().tolist()
+    if not bad:
+        return
+    kinds = [
+        f"{n} with NaN" if kind == "nan" else f"{n} with an infinite value"
+        for kind, n in (("nan", int(nan_rows.sum())), ("inf", int(inf_rows.sum())))
+        if n
+    ]
+    shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    raise NonFiniteEmbeddings(
+        f"{len(bad)} of {embeddings.shape[0]} embeddings are not finite "
+        f"({' and '.join(kinds)}): rows {shown}"
+    )
 
 
 def _unit(embeddings: Tensor) -> Tensor:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from vmfml import distributed
 from vmfml.directions import compute_class_sums
 from vmfml.losses import MetricLoss, create_loss
+from vmfml.losses.vmf import NonFiniteEmbeddings
 from vmfml.models import EmbeddingModel, create_model
 from vmfml.models.inference import autocast, model_inputs, resolve_precision
 from vmfml.train.batches import epoch_generator, eval_batches, in_memory, train_batches
@@ -179,7 +180,11 @@ class Objective(nn.Module):
         with autocast(self.device, self.precision):
             emb = self.model(images, normalize=self.loss.expects_normalized)
         emb = emb.to(torch.promote_types(emb.dtype, torch.float32))
-        return self.loss(emb, labels), emb
+        try:
+            return self.loss(emb, labels), emb
+        except NonFiniteEmbeddings:
+            # A diverged network: the loop's NaN stop reports it, on every process at once.
+            return emb.new_full((), math.nan), emb
 
 
 @dataclass
