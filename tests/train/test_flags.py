@@ -20,7 +20,8 @@ from vmfml.train.batches import epoch_generator, train_batches
 from vmfml.train.config import TrainConfig, load_config
 from vmfml.train.datasets import build_datasets
 
-BASE = {"train_subset": 600, "progress": False}
+# No validation split here: these tests look at the training images (test_validation.py at it).
+BASE = {"train_subset": 600, "progress": False, "val_fraction": 0}
 
 
 def config(**settings: Any) -> TrainConfig:
@@ -81,7 +82,7 @@ def test_loss_settings_reach_the_loss(settings: dict[str, Any], reached: Any) ->
         ({"test_fraction": 0.3}, "--test-fraction"),  # fashion-mnist has its own test split
         ({"threads": 0}, "threads"),
         ({"train_subset": 0}, "train_subset"),
-        ({"warmup_epochs": 6}, "warmup_epochs"),
+        ({"epochs": 5, "warmup_epochs": 6}, "warmup_epochs"),
         ({"precision": "fp8"}, "precision"),
     ],
 )
@@ -150,7 +151,7 @@ def test_optimizer_settings_reach_the_optimizer() -> None:
     optimizer = loop.build_optimizer(c, model, loop.build_loss(c, 10))
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.param_groups[0]["weight_decay"] == 0.01
-    schedule = loop.build_schedule(optimizer, config(warmup_epochs=1, epochs=2), 10)
+    schedule = loop.build_schedule(optimizer, 2, 1.0, 10)
     lrs = []
     for _ in range(12):
         lrs.append(schedule.get_last_lr()[0])

@@ -100,6 +100,8 @@ def current_id(record: dict[str, Any]) -> str:
     if "settings" not in record:
         return str(record["run_id"])
     settings = dict(record["settings"])
+    # Runs recorded before validation existed trained on all their training images.
+    settings.setdefault("val_fraction", 0.0)
     if settings.get("loss") != "vmf":
         # Records made before the loss contract set directions for every method; it never
         # reached a loss other than vmf, and the config now refuses it there.

@@ -31,7 +31,7 @@ def embed_gallery(args: argparse.Namespace, out: str | Path) -> tuple[Path | Non
     from vmfml import distributed
     from vmfml.index.cli_common import load_gallery
     from vmfml.index.embeddings import embed_folder_to_file
-    from vmfml.train.checkpoint import load_embedding_model
+    from vmfml.train.checkpoint import load_embedding_model, model_file
     from vmfml.train.loop import resolve_device
 
     with distributed.setup(resolve_device(args.device)) as device:
@@ -42,7 +42,7 @@ def embed_gallery(args: argparse.Namespace, out: str | Path) -> tuple[Path | Non
             out,
             model,
             dataset,
-            checkpoint=args.checkpoint,
+            checkpoint=model_file(args.checkpoint),  # the file the model came from
             data_root=args.data,
             batch_size=args.batch_size,
             device=device,

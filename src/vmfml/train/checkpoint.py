@@ -8,6 +8,7 @@ exactly where a run stopped.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,13 +77,37 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def model_file(path: str | Path) -> Path:
+    """The file to take a run's model from: a run folder, or its checkpoint.pt, means its best.pt
+    when validation kept one (checkpoint.pt holds the last epoch, for resuming); any other file
+    is itself."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if (path.is_dir() or path.name == "checkpoint.pt") and (folder / "best.pt").is_file():
+        return folder / "best.pt"
+    if path.is_dir():
+        return folder / "checkpoint.pt"
+    return path
+
+
 def load_embedding_model(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[EmbeddingModel, dict[str, Any]]:
-    """Rebuild the embedding model of a checkpoint, in eval mode. Returns (model, checkpoint dict)."""
+    """Rebuild the embedding model of a checkpoint (or of a run: `model_file`), in eval mode.
+
+    Returns (model, checkpoint dict). Says on stderr when a run's best.pt is used instead of the
+    checkpoint.pt named.
+    """
     from vmfml.models.registry import create_model
 
-    ckpt = load_checkpoint(path, map_location)
+    chosen = model_file(path)
+    ckpt = load_checkpoint(chosen, map_location)
+    if chosen != Path(path):
+        print(
+            f"vmfml: model from {chosen} (epoch {ckpt.get('epoch')}, kept by validation; "
+            f"{Path(path).name} holds the last epoch, for --resume)",
+            file=sys.stderr,
+        )
     entry = ckpt["model"]
     config = dict(entry["config"])
     # Weights come from the checkpoint: never download or read pretrained files again.

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (defaults shown; see also --config)")
     for f in config_fields():
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not None else "none"
+        default = f.metadata.get("default_text", f.default if f.default is not None else "none")
         if isinstance(default, tuple):
             default = ",".join(str(k) for k in default)
         # default=None marks "not given" so YAML values are not overwritten by defaults.
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if result.metrics:  # only process 0 of a multi-process run has them
         print_summary(result.metrics, Path(config.out_dir))
+        print_next_steps(Path(config.out_dir), config.data)
     return 0
 
 
@@ -110,7 +111,8 @@ def _refuse_existing_run(out: Path) -> None:
     if ckpt.is_file():
         try:  # memory-mapped: only the small entries are read
             saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
-            epoch, epochs = int(saved["epoch"]), int(saved["config"]["epochs"])
+            epoch = int(saved["epoch"])
+            epochs = int(saved.get("epochs") or saved["config"]["epochs"])
         except Exception:  # a damaged or foreign file is still not ours to replace
             what, finished = CHECKPOINT, False
         else:
@@ -140,6 +142,22 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
             f"  {'time':<{width}}  {timing['train_seconds']:.1f} s training + {timing['refresh_seconds']:.1f} s "
             f"mean-direction refresh, {timing['images_per_second']:.0f} images/s"
         )
-    names = ("metrics.json", "checkpoint.pt", "training_curves.png", "embedding.png")
+    names = ("metrics.json", "best.pt", "checkpoint.pt", "training_curves.png", "embedding.png")
     written = ", ".join(name for name in names if (out_dir / name).is_file())
     print(f"\nrun folder: {out_dir} ({written})")
+
+
+def print_next_steps(out_dir: Path, data: str) -> None:
+    """The commands that use the model just trained, with this run's paths filled in."""
+    model = out_dir / ("best.pt" if (out_dir / "best.pt").is_file() else "checkpoint.pt")
+    gallery = data if Path(data).is_dir() else "path/to/gallery"
+    index = out_dir / "index"
+    print(
+        "\nnext:\n"
+        f"  vmfml evaluate --checkpoint {model}\n"
+        f"  vmfml index    --checkpoint {model} --data {gallery} --out {index}\n"
+        f"  vmfml search   --index {index} path/to/query.jpg -k 5\n"
+        f"  vmfml serve    --index {index} --port 8000\n"
+        f"  vmfml embed    --checkpoint {model} --data {gallery} --out {out_dir / 'gallery.npz'}\n"
+        f"  vmfml export   --checkpoint {model} --format onnx --out {out_dir / 'model.onnx'}"
+    )

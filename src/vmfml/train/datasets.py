@@ -1,4 +1,5 @@
-"""From the config's `data` and `split` to a training set, a test set and (In-Shop) a gallery."""
+"""From the config's `data` and `split` to a training set, a validation set carved from it, a test
+set and (In-Shop) a gallery."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from vmfml.data import load_splits
 from vmfml.data.benchmarks import BENCHMARKS, get_benchmark
 from vmfml.train.config import TrainConfig
+from vmfml.train.validation import carve_validation
 
 
 @dataclass
@@ -20,6 +22,8 @@ class DataSplit:
     disjoint: bool
     # A separate gallery (In-Shop): `test` holds the queries. None: the test set is query and gallery.
     gallery: Any = None
+    # Held out of the training images (--val-fraction); None without validation.
+    val: Any = None
 
     @property
     def num_classes(self) -> int:
@@ -27,8 +31,16 @@ class DataSplit:
 
 
 def build_datasets(config: TrainConfig) -> DataSplit:
-    if config.data in BENCHMARKS:
-        return _benchmark(config)
+    data = _benchmark(config) if config.data in BENCHMARKS else _local(config)
+    data.train = _subset(data.train, config)
+    if config.val_fraction > 0:
+        data.train, data.val = carve_validation(
+            data.train, config.val_fraction, data.disjoint, config.seed
+        )
+    return data
+
+
+def _local(config: TrainConfig) -> DataSplit:
     is_folder = config.data not in ("fashion-mnist", "animal-mnist", "mnist-digits", "combined-30")
     train, test = load_splits(
         config.data,
@@ -42,7 +54,7 @@ def build_datasets(config: TrainConfig) -> DataSplit:
         validate=is_folder,
         progress=config.progress,
     )
-    return DataSplit(_subset(train, config), test, disjoint=config.split == "class-disjoint")
+    return DataSplit(train, test, disjoint=config.split == "class-disjoint")
 
 
 def _benchmark(config: TrainConfig) -> DataSplit:
@@ -62,9 +74,9 @@ def _benchmark(config: TrainConfig) -> DataSplit:
     train = load(bench.train_split)
     if len(bench.eval_splits) == 2:
         query, gallery = (load(s) for s in bench.eval_splits)
-        return DataSplit(_subset(train, config), query, disjoint=True, gallery=gallery)
+        return DataSplit(train, query, disjoint=True, gallery=gallery)
     test = load(bench.eval_splits[0])
-    return DataSplit(_subset(train, config), test, disjoint=True)
+    return DataSplit(train, test, disjoint=True)
 
 
 def _check_no_split_options(config: TrainConfig) -> None:

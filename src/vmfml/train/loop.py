@@ -16,6 +16,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import platform
@@ -43,12 +44,17 @@ from vmfml.train.checkpoint import atomic_save, load_checkpoint, model_entry
 from vmfml.train.config import RESUME_KEYS, RUNTIME_KEYS, TrainConfig, save_config
 from vmfml.train.datasets import DataSplit, build_datasets
 from vmfml.train.evaluation import evaluate_model
+from vmfml.train.length import training_epochs
+from vmfml.train.validation import EarlyStopping, validate
 
 CHECKPOINT = "checkpoint.pt"
+# The epoch that validation kept (written whenever the validation score improves).
+BEST = "best.pt"
 # What a run writes into its folder (the plots only with --plots true).
 RUN_FILES = (
     "config.yaml",
     CHECKPOINT,
+    BEST,
     "metrics.json",
     "history.json",
     "training_curves.png",
@@ -142,11 +148,11 @@ def build_optimizer(
 
 
 def build_schedule(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: float, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up then cosine decay to zero, per iteration (each group from its own peak)."""
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = min(total - 1, int(config.warmup_epochs * steps_per_epoch))
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(total - 1, int(warmup_epochs * steps_per_epoch))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -264,7 +270,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     batch = min(config.batch_size, len(data.train))
     steps_per_epoch = max(1, len(data.train) // batch)
-    schedule = build_schedule(optimizer, config, steps_per_epoch)
+    epochs = training_epochs(config.epochs, steps_per_epoch)
+    schedule = build_schedule(optimizer, epochs, config.warmup_epochs, steps_per_epoch)
     period = None if config.refresh_period == "epoch" else int(config.refresh_period)
     full_pass = FullPass(model, data, device, config, precision)
 
@@ -285,9 +292,17 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     start_epoch, step = 0, 0
+    stopper = EarlyStopping(config.patience)
+    best: dict[str, Any] | None = None  # the kept epoch's checkpoint (validation only)
     ckpt_path = out / CHECKPOINT
     if resume:
-        start_epoch, step, history = _restore(ckpt_path, config, model, loss, optimizer, schedule)
+        start_epoch, step, history, stopper_state = _restore(
+            ckpt_path, config, model, loss, optimizer, schedule
+        )
+        if stopper_state is not None:
+            stopper.load(stopper_state)
+        if (out / BEST).is_file():
+            best = load_checkpoint(out / BEST)
         if main:
             print(f"resumed from {ckpt_path} after epoch {start_epoch}")
     else:
@@ -297,8 +312,13 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
                 (out / name).unlink(missing_ok=True)
             save_config(config, out / "config.yaml")
         loss.start(full_pass)
+    if main:
+        print(_describe_run(config, data, model, device, precision, world, epochs, steps_per_epoch))
 
-    for epoch in range(start_epoch, config.epochs):
+    started = time.monotonic()
+    stop_reason = _stop_reason(stopper, started, config.max_minutes, start_epoch, epochs)
+    epoch = start_epoch
+    while stop_reason is None:
         model.train()
         loss.train()
         gen = epoch_generator(config.seed, epoch)
@@ -315,7 +335,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         bar = tqdm(
             batches,
             total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
+            desc=f"epoch {epoch + 1}/{epochs}",
             disable=None if config.progress and main else True,  # None: off when not a terminal
             leave=False,
         )
@@ -344,10 +364,11 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         train_s = time.perf_counter() - start - refresh_s
         if period is None:
             refresh_s += _end_period(loss, full_pass, step)
+        epoch += 1
 
         seen = float(totals[2])
         record: dict[str, Any] = {
-            "epoch": epoch + 1,
+            "epoch": epoch,
             "train_loss": float(totals[0]) / max(1.0, seen),
             "train_accuracy": float(totals[1]) / max(1.0, seen) if loss.has_classifier else None,
             "lr": schedule.get_last_lr()[0],
@@ -356,38 +377,57 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
             "refresh_seconds": refresh_s,
             "images_per_second": seen / train_s if train_s > 0 else None,
         }
-        last = epoch + 1 == config.epochs
-        if config.eval_every and ((epoch + 1) % config.eval_every == 0 or last):
-            record["test_accuracy"] = _test_accuracy(model, loss, data, device, config, precision)
-        history.append(record)
-        loss_state = loss.checkpoint_state()  # on every process: it may sum over them
-        _check_finite({**model.state_dict(), **loss_state}, epoch, ckpt_path)
-        if main:
-            atomic_save(
-                {
-                    "format": "vmfml-checkpoint",
-                    "version": 1,
-                    "model": model_entry(model),
-                    "class_names": list(data.train.class_names),
-                    "loss": {
-                        "name": config.loss,
-                        "options": config.loss_options(),
-                        "state_dict": loss_state,
-                        "num_classes": data.num_classes,
-                    },
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "history": history,
-                    "config": config.to_dict(),
-                },
-                ckpt_path,
+        improved = False
+        if data.val is not None and _validate_now(config.eval_every, epoch, epochs):
+            record.update(
+                validate(
+                    model, loss, data.val, data.disjoint, device, precision, config.num_workers
+                )
             )
+            improved = stopper.update(record["val_score"], epoch)
+        history.append(record)
+        stop_reason = _stop_reason(stopper, started, config.max_minutes, epoch, epochs)
+        loss_state = loss.checkpoint_state()  # on every process: it may sum over them
+        _check_finite({**model.state_dict(), **loss_state}, epoch - 1, ckpt_path)
+        ckpt = {
+            "format": "vmfml-checkpoint",
+            "version": 1,
+            "model": model_entry(model),
+            "class_names": list(data.train.class_names),
+            "loss": {
+                "name": config.loss,
+                "options": config.loss_options(),
+                "state_dict": loss_state,
+                "num_classes": data.num_classes,
+            },
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "epochs": epochs,
+            "step": step,
+            "history": history,
+            "early_stopping": stopper.state(),
+            "stop_reason": stop_reason,
+            "config": config.to_dict(),
+        }
+        if improved:
+            # Every process keeps the best weights in memory, as every process ends with them.
+            best = {
+                **ckpt,
+                "model": copy.deepcopy(ckpt["model"]),
+                "loss": copy.deepcopy(ckpt["loss"]),
+            }
+        if main:
+            atomic_save(ckpt, ckpt_path)
+            if improved:
+                atomic_save(_kept(ckpt), out / BEST)
             summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
-            print(f"epoch {epoch + 1}/{config.epochs}: {summary}", flush=True)
+            print(f"epoch {epoch}/{epochs}: {summary}", flush=True)
 
+    kept = _keep(model, loss, best, stopper, epoch, stop_reason, data.val is not None)
+    if main:
+        print(kept["report"], flush=True)
     metrics, test_emb, test_labels = evaluate_model(
         model,
         loss,
@@ -399,15 +439,17 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         data.disjoint,
         num_workers=config.num_workers,
         progress=config.progress and main,
-        train_sums=full_pass.sums_at(step),
+        train_sums=full_pass.sums_at(step) if kept["epoch"] == epoch else None,
         gallery_set=data.gallery,
         precision=precision,
     )
     if not main:
         return RunResult(metrics={}, history=history, out_dir=out)
+    metrics["kept"] = kept
     metrics["timing"] = _timing(history)
     metrics["run"] = {
         "config": config.to_dict(),
+        "epochs": epochs,
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, {device}",
         "processes": world,
@@ -419,10 +461,99 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     if config.plots:
         from vmfml.train.plots import plot_embedding, plot_history
 
-        plot_history(history, out / "training_curves.png")
+        plot_history(history, out / "training_curves.png", kept_epoch=kept["epoch"])
         class_names = data.test.class_names
         plot_embedding(test_emb, test_labels, class_names, out / "embedding.png", seed=config.seed)
     return RunResult(metrics=metrics, history=history, out_dir=out)
+
+
+def _describe_run(
+    config: TrainConfig,
+    data: DataSplit,
+    model: EmbeddingModel,
+    device: torch.device,
+    precision: str,
+    world: int,
+    epochs: int,
+    steps_per_epoch: int,
+) -> str:
+    """The settings that shape the run, printed at its start."""
+    size = model.preprocessing["input_size"]
+    if data.val is None:
+        val = "no validation (the last epoch is kept)"
+    elif data.disjoint:
+        val = f"validation: {len(data.val)} images of {len(data.val.class_names)} held-out classes"
+    else:
+        val = f"validation: {len(data.val)} images"
+    length = "auto, " if config.epochs is None else ""
+    lines = [
+        f"data: {config.data}: {len(data.train)} training images of {data.num_classes} classes, "
+        f"{val}, {len(data.test)} test images ({'unseen classes' if data.disjoint else 'same classes'})",
+        f"length: {epochs} epochs ({length}{steps_per_epoch} steps of {config.batch_size} images "
+        f"each, {epochs * steps_per_epoch} steps)"
+        + (f", at most {config.max_minutes:g} minutes" if config.max_minutes else ""),
+        f"model: {config.model} at {size[1]}x{size[2]} px, {config.embed_dim}-d embeddings; "
+        f"loss: {config.loss}" + (f" ({config.directions})" if config.loss == "vmf" else ""),
+        f"augment: {config.augment}"
+        + (" (wrong for digits and text: use --augment none)" if "flip" in config.augment else ""),
+        f"device: {device}, precision {precision}" + (f", {world} processes" if world > 1 else ""),
+    ]
+    return "\n".join(lines)
+
+
+def _validate_now(every: int, epoch: int, epochs: int) -> bool:
+    return epoch == epochs or (every > 0 and epoch % every == 0)
+
+
+def _stop_reason(
+    stopper: EarlyStopping, started: float, max_minutes: float | None, epoch: int, epochs: int
+) -> str | None:
+    """Why training ends after `epoch` (None: it goes on)."""
+    if epoch >= epochs:
+        return f"all {epochs} epochs done"
+    # The first half of the schedule trains at a high learning rate, where validation scores
+    # swing from epoch to epoch: stopping is considered only in the second half.
+    if stopper.should_stop and 2 * epoch >= epochs:
+        return (
+            f"early stop: no better validation score for {stopper.stale} epochs "
+            f"(--patience {stopper.patience})"
+        )
+    if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
+        return f"time cap: --max-minutes {max_minutes:g} passed"
+    return None
+
+
+def _kept(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """best.pt: the kept epoch's model and loss (not the optimizer: it is not for resuming)."""
+    drop = ("optimizer", "schedule", "scaler")
+    return {k: v for k, v in ckpt.items() if k not in drop}
+
+
+def _keep(
+    model: nn.Module,
+    loss: MetricLoss,
+    best: dict[str, Any] | None,
+    stopper: EarlyStopping,
+    last_epoch: int,
+    stop_reason: str | None,
+    validated: bool,
+) -> dict[str, Any]:
+    """Load the epoch to keep into model and loss; returns what was kept and why."""
+    if not validated or best is None:
+        return {
+            "epoch": last_epoch,
+            "reason": stop_reason,
+            "report": f"kept the last epoch, {last_epoch} ({stop_reason}; no validation)",
+        }
+    model.load_state_dict(best["model"]["state_dict"])
+    loss.restore_state(best["loss"]["state_dict"])
+    return {
+        "epoch": stopper.best_epoch,
+        "reason": stop_reason,
+        "val_score": stopper.best_score,
+        "report": f"kept epoch {stopper.best_epoch} of {last_epoch} ({stop_reason}): the best "
+        f"validation score, {stopper.best_score:.4f}; the test set is evaluated on it",
+    }
 
 
 def _check_eval_ks(ks: tuple[int, ...], data: DataSplit) -> None:
@@ -459,31 +590,6 @@ def _end_period(loss: MetricLoss, full_pass: FullPass, step: int) -> float:
     return time.perf_counter() - start
 
 
-@torch.inference_mode()
-def _test_accuracy(
-    model: EmbeddingModel,
-    loss: MetricLoss,
-    data: DataSplit,
-    device: torch.device,
-    config: TrainConfig,
-    precision: str,
-) -> float | None:
-    """Quick per-epoch accuracy from the loss's own classifier (None when it has none)."""
-    if data.disjoint or not loss.has_classifier:
-        return None
-    model.eval()
-    correct = torch.zeros(1, dtype=torch.float64)
-    rows = distributed.shard_rows(len(data.test))
-    for images, labels in eval_batches(
-        data.test, EVAL_BATCH, dict(model.preprocessing), config.num_workers, rows
-    ):
-        with autocast(device, precision):
-            emb = model(model_inputs(images, device, precision), normalize=loss.expects_normalized)
-        correct += int((loss.logits(emb.float()).argmax(1).cpu() == labels).sum())
-    model.train()
-    return float(distributed.all_sum(correct)) / len(data.test)
-
-
 def _timing(history: list[dict[str, Any]]) -> dict[str, float]:
     train_s = sum(r["train_seconds"] for r in history)
     refresh_s = sum(r["refresh_seconds"] for r in history)
@@ -512,7 +618,7 @@ def _restore(
     loss: MetricLoss,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LambdaLR,
-) -> tuple[int, int, list[dict[str, Any]]]:
+) -> tuple[int, int, list[dict[str, Any]], dict[str, Any] | None]:
     if not path.is_file():
         raise FileNotFoundError(
             f"--resume: no checkpoint at {path}; start the run without --resume"
@@ -542,4 +648,5 @@ def _restore(
         for group in optimizer.param_groups:
             group["initial_lr"] *= ratio
             group["lr"] *= ratio
-    return int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
+    history = list(ckpt["history"])
+    return int(ckpt["epoch"]), int(ckpt["step"]), history, ckpt.get("early_stopping")

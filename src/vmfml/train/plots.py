@@ -13,18 +13,29 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
-    """Training loss and accuracies against epochs."""
+def plot_history(
+    history: list[dict[str, Any]], path: str | Path, kept_epoch: int | None = None
+) -> None:
+    """Training loss, and training and validation scores against epochs (the kept epoch marked)."""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="Loss")
-    for key, label in (("train_accuracy", "train (running)"), ("test_accuracy", "test")):
+    curves = (
+        ("train_accuracy", "train accuracy (running)"),
+        ("val_accuracy", "validation accuracy"),
+        ("val_recall@1", "validation Recall@1"),
+    )
+    for key, label in curves:
         points = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
         if points:
             xs, ys = zip(*points, strict=True)
             ax_acc.plot(xs, ys, marker="o", label=label)
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    if kept_epoch is not None:
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(kept_epoch, color="grey", linestyle="--", linewidth=1)
+        ax_acc.plot([], [], color="grey", linestyle="--", label=f"kept (epoch {kept_epoch})")
+    ax_acc.set(xlabel="epoch", ylabel="score", title="Accuracy and Recall@1")
     if ax_acc.get_legend_handles_labels()[0]:
         ax_acc.legend()
     for ax in (ax_loss, ax_acc):

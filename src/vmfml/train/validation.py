@@ -1,0 +1,114 @@
+"""Validation: images held out of the training set to choose the epoch to keep, never test images.
+
+The standard split holds out `fraction` of each training class's images; the class-disjoint split
+holds out `fraction` of the training classes (at least 2), so that validation, like the test, asks
+for retrieval of classes the network never trained on. Every validated epoch logs Recall@1 and
+MAP@R of the validation images among themselves, and the accuracy of the loss's classifier when
+there is one (standard split); the score that picks the epoch is that accuracy when it exists, and
+Recall@1 otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vmfml import distributed
+from vmfml.data.splits import class_disjoint_split, stratified_split
+from vmfml.losses import MetricLoss
+from vmfml.metrics import retrieval_metrics
+from vmfml.models.inference import autocast, model_inputs
+from vmfml.train.batches import embed_dataset, eval_batches
+
+__all__ = ["EarlyStopping", "carve_validation", "validate"]
+
+
+def carve_validation(train: Any, fraction: float, disjoint: bool, seed: int) -> tuple[Any, Any]:
+    """(the training images left, the validation images) drawn from `train` alone."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1); got {fraction}")
+    if not disjoint:
+        return stratified_split(train, test_fraction=fraction, seed=seed)
+    classes = len(train.class_names)
+    held_out = max(2, round(fraction * classes))
+    if classes - held_out < 2:
+        raise ValueError(
+            f"a class-disjoint validation split needs at least 2 of the {classes} training "
+            f"classes held out and 2 left to train on; use more classes or --val-fraction 0"
+        )
+    order = torch.randperm(classes, generator=torch.Generator().manual_seed(seed + 1))
+    kept = sorted(order[held_out:].tolist())
+    return class_disjoint_split(train, train_classes=kept)
+
+
+@torch.inference_mode()
+def validate(
+    model: torch.nn.Module,
+    loss: MetricLoss,
+    val: Any,
+    disjoint: bool,
+    device: torch.device,
+    precision: str,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Validation metrics of the current weights: `val_recall@1`, `val_map@r`, `val_accuracy`
+    (classifier, standard split only) and `val_score` (the one that picks the epoch). Every
+    process gets the same numbers."""
+    preprocessing = dict(model.preprocessing)  # type: ignore[arg-type]
+    feats, labels = embed_dataset(
+        model, val, preprocessing, device, num_workers=num_workers, precision=precision
+    )
+    found = retrieval_metrics(
+        F.normalize(feats.float(), dim=1), labels, ks=(1,), nmi=False, progress=False
+    )
+    metrics = {"val_recall@1": found["recall@1"], "val_map@r": found["map@r"]}
+    if not disjoint and loss.has_classifier:
+        model.eval()
+        correct = torch.zeros(1, dtype=torch.float64)
+        rows = distributed.shard_rows(len(val))
+        for images, y in eval_batches(val, 512, preprocessing, num_workers, rows):
+            with autocast(device, precision):
+                emb = model(
+                    model_inputs(images, device, precision), normalize=loss.expects_normalized
+                )
+            correct += int((loss.logits(emb.float()).argmax(1).cpu() == y).sum())
+        metrics["val_accuracy"] = float(distributed.all_sum(correct)) / len(val)
+    metrics["val_score"] = metrics.get("val_accuracy", metrics["val_recall@1"])
+    return metrics
+
+
+@dataclass
+class EarlyStopping:
+    """The best validation score so far, its epoch, and the epochs since it last improved.
+
+    Part of the checkpoint (`state()`), so a resumed run keeps them.
+    """
+
+    patience: int
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    stale: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record an epoch's score; True when it is the best so far (the model to keep)."""
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.stale = score, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.stale >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "stale": self.stale}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.best_score = float(state["best_score"])
+        self.best_epoch = int(state["best_epoch"])
+        self.stale = int(state["stale"])

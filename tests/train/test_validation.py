@@ -1,0 +1,196 @@
+"""The validation split, the kept epoch (best.pt), early stopping and the auto training length."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vmfml.train import loop
+from vmfml.train.checkpoint import load_checkpoint
+from vmfml.train.config import load_config
+from vmfml.train.datasets import build_datasets
+from vmfml.train.length import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_STEPS, training_epochs
+
+QUICK = {
+    "train_subset": 1200,
+    "depth": 1,
+    "width": 0.5,
+    "batch_size": 100,
+    "plots": False,
+    "progress": False,
+    "threads": 1,
+    "eval_ks": (1, 2),
+}
+
+
+@pytest.fixture()
+def ten_class_folder(tmp_path: Path, fashion_sample: tuple[np.ndarray, np.ndarray]) -> Path:
+    """Real Fashion-MNIST PNGs, 10 class subfolders x 40 images."""
+    x, y = fashion_sample
+    root = tmp_path / "ten"
+    for c in range(10):
+        (root / f"class{c}").mkdir(parents=True)
+        for i, idx in enumerate(np.flatnonzero(y == c)[:40]):
+            Image.fromarray(x[idx]).save(root / f"class{c}" / f"{i:03d}.png")
+    return root
+
+
+def paths(dataset: Any) -> set[str]:
+    return {str(p) for p in dataset.paths}
+
+
+@pytest.mark.parametrize("split", ["standard", "class-disjoint"])
+def test_validation_never_holds_a_test_image_or_class(ten_class_folder: Path, split: str) -> None:
+    settings = {"data": str(ten_class_folder), "split": split, "val_fraction": 0.2}
+    data = build_datasets(load_config(None, {**settings, "progress": False}))
+    whole = build_datasets(load_config(None, {**settings, "val_fraction": 0, "progress": False}))
+    assert data.val is not None and len(data.val) > 0
+    assert paths(data.val).isdisjoint(paths(data.test))
+    assert paths(data.val).isdisjoint(paths(data.train))
+    # Validation and training together are the training images of the run without validation.
+    assert paths(data.val) | paths(data.train) == paths(whole.train)
+    assert paths(data.test) == paths(whole.test)
+    if split == "class-disjoint":
+        val_classes = set(data.val.class_names)
+        assert len(val_classes) == 2  # 20% of the 5 training classes, at least 2
+        assert val_classes.isdisjoint(data.test.class_names)
+        assert val_classes.isdisjoint(data.train.class_names)
+    else:
+        assert set(data.val.class_names) == set(data.train.class_names)
+        assert len(data.val) == 60  # 20% of each class's 32 training images (8 are test images)
+
+
+def test_validation_of_the_built_in_set_comes_from_its_training_images(
+    fashion_sample: object,
+) -> None:
+    data = build_datasets(load_config(None, {"train_subset": 1000, "progress": False}))
+    assert len(data.train) + len(data.val) == 1000 and len(data.test) == 10_000
+
+
+def test_best_pt_holds_the_epoch_the_report_names(
+    tmp_path: Path, fashion_sample: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    result = loop.train(load_config(None, {**QUICK, "epochs": 4, "out_dir": str(out)}))
+    kept = result.metrics["kept"]
+    scores = [r["val_score"] for r in result.history]
+    assert kept["epoch"] == 1 + int(np.argmax(scores))
+    assert kept["val_score"] == max(scores)
+    best = load_checkpoint(out / "best.pt")
+    assert best["epoch"] == kept["epoch"]
+    assert "optimizer" not in best  # a model to use, not a run to resume
+    assert f"kept epoch {kept['epoch']} of 4" in capsys.readouterr().out
+
+
+def test_the_test_metrics_are_those_of_the_kept_model(
+    tmp_path: Path, fashion_sample: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With validation scores that peak at epoch 2, the test set is evaluated on epoch 2's
+    weights, not on the last epoch's."""
+    scores = iter([0.5, 0.9, 0.6, 0.7])
+    real = loop.validate
+
+    def scripted(*args: Any, **kwargs: Any) -> dict[str, float]:
+        metrics = real(*args, **kwargs)
+        metrics["val_score"] = next(scores)
+        return metrics
+
+    monkeypatch.setattr(loop, "validate", scripted)
+    evaluated: list[dict[str, torch.Tensor]] = []
+    real_evaluate = loop.evaluate_model
+
+    def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        evaluated.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_model", spy)
+    out = tmp_path / "run"
+    result = loop.train(load_config(None, {**QUICK, "epochs": 4, "out_dir": str(out)}))
+    assert result.metrics["kept"]["epoch"] == 2
+    best = load_checkpoint(out / "best.pt")["model"]["state_dict"]
+    last = load_checkpoint(out / "checkpoint.pt")["model"]["state_dict"]
+    name = next(k for k, v in best.items() if v.is_floating_point() and not torch.equal(v, last[k]))
+    assert torch.equal(evaluated[0][name], best[name])
+
+
+def test_early_stopping_stops(
+    tmp_path: Path, fashion_sample: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scores that only fall: with patience 2 the run stops at epoch 4 (stopping starts in the
+    second half of the 8 epochs), keeps epoch 1, and a resume does not train on."""
+    scores = iter([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    real = loop.validate
+
+    def falling(*args: Any, **kwargs: Any) -> dict[str, float]:
+        return {**real(*args, **kwargs), "val_score": next(scores)}
+
+    monkeypatch.setattr(loop, "validate", falling)
+    out = tmp_path / "run"
+    settings = {**QUICK, "epochs": 8, "patience": 2, "out_dir": str(out)}
+    result = loop.train(load_config(None, settings))
+    assert len(result.history) == 4
+    assert result.metrics["kept"]["epoch"] == 1
+    assert "early stop" in result.metrics["kept"]["reason"]
+    again = loop.train(load_config(None, settings), resume=True)
+    assert len(again.history) == 4 and again.metrics["kept"]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_keeps_the_best_score_and_the_patience(
+    tmp_path: Path, fashion_sample: object
+) -> None:
+    settings = {**QUICK, "epochs": 6, "patience": 1, "train_subset": 2000}
+    whole = loop.train(load_config(None, {**settings, "out_dir": str(tmp_path / "whole")}))
+
+    out = tmp_path / "killed"
+    flags = [
+        x
+        for k, v in {**settings, "out_dir": out}.items()
+        for x in (
+            "--" + k.replace("_", "-"),
+            ",".join(map(str, v)) if isinstance(v, tuple) else str(v),
+        )
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmfml", "train", *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = load_checkpoint(out / "checkpoint.pt")
+    assert saved["epoch"] < len(whole.history), "the run finished before it could be killed"
+    resumed = loop.train(load_config(None, {**settings, "out_dir": str(out)}), resume=True)
+
+    final = load_checkpoint(out / "checkpoint.pt")
+    expected = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    assert final["early_stopping"] == expected["early_stopping"]
+    assert final["epoch"] == expected["epoch"] and final["stop_reason"] == expected["stop_reason"]
+    assert resumed.metrics["kept"] == whole.metrics["kept"]
+    for key in ("accuracy", "recall@1", "map@r"):
+        assert resumed.metrics[key] == whole.metrics[key], key
+    assert load_checkpoint(out / "best.pt")["epoch"] == whole.metrics["kept"]["epoch"]
+
+
+def test_auto_length_is_a_step_budget_within_bounds() -> None:
+    for steps_per_epoch in range(1, 3000):
+        epochs = training_epochs(None, steps_per_epoch)
+        assert AUTO_MIN_EPOCHS <= epochs <= AUTO_MAX_EPOCHS
+        if AUTO_MIN_EPOCHS < epochs < AUTO_MAX_EPOCHS:
+            # The fewest whole epochs that reach the budget.
+            assert epochs * steps_per_epoch >= AUTO_STEPS > (epochs - 1) * steps_per_epoch
+    assert training_epochs(None, 1) == AUTO_MAX_EPOCHS
+    assert training_epochs(None, 10_000) == AUTO_MIN_EPOCHS
+    assert training_epochs(7, 3) == 7  # an explicit --epochs N means N
