@@ -92,8 +92,12 @@ def test_two_processes_train_what_one_does(
 
 def test_float32_metrics_agree_within_half_a_point(tmp_path: Path, fashion_sample: object) -> None:
     train(tmp_path / "one", 1)
-    train(tmp_path / "two", 2)
+    # `vmfml train --nproc 2` is the shortcut for the torchrun command.
+    two = vmfml("train", "--nproc", "2", *flags({**RUN, "out_dir": tmp_path / "two"}), timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "running: torchrun --standalone --nproc-per-node 2 -m vmfml train" in two.stdout
     m1, m2 = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert m2["run"]["processes"] == 2
     for key in ("accuracy", "recall@1", "map@r"):
         assert m1[key] == pytest.approx(m2[key], abs=0.005), key
 

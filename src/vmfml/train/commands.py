@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace the run already in OUT_DIR (without it, an existing run is refused)",
     )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train in N processes on this machine (a shortcut for torchrun --standalone "
+        "--nproc-per-node N -m vmfml train ...; one per GPU, or CPU processes with gloo)",
+    )
     group = parser.add_argument_group("settings (defaults shown; see also --config)")
     for f in config_fields():
         flag = "--" + f.name.replace("_", "-")
@@ -54,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from vmfml.train.config import load_config
     from vmfml.train.loop import CHECKPOINT, TrainingDiverged, train
 
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be 1 or more; got {args.nproc}")
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _relaunch_with_torchrun(args)
     if args.resume and args.overwrite:
         raise ValueError(
             "--resume continues the run in OUT_DIR and --overwrite replaces it: give one of them"
@@ -83,6 +94,19 @@ def run(args: argparse.Namespace) -> int:
         print_summary(result.metrics, Path(config.out_dir))
         print_next_steps(Path(config.out_dir), config.data)
     return 0
+
+
+def _relaunch_with_torchrun(args: argparse.Namespace) -> int:
+    """`vmfml train --nproc N ...` = `torchrun --standalone --nproc-per-node N -m vmfml train ...`."""
+    import subprocess
+
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in overrides_from(args).items()]
+    argv += [f"--config={args.config}"] if args.config else []
+    argv += [flag for flag in ("--resume", "--overwrite") if getattr(args, flag[2:])]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*launcher, "--nproc-per-node", str(args.nproc), "-m", "vmfml", "train", *argv]
+    print("running: torchrun --standalone --nproc-per-node", args.nproc, "-m vmfml train", *argv)
+    return subprocess.run(command).returncode
 
 
 def _say(line: str) -> None:
