@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from train_helpers import flags
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +39,6 @@ RUN = {
     "threads": 1,
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def flags(settings: dict[str, Any]) -> list[str]:
-    return [x for k, v in settings.items() for x in ("--" + k.replace("_", "-"), str(v))]
 
 
 def vmfml(*args: str, processes: int = 1, **kw: Any) -> subprocess.CompletedProcess[str]:

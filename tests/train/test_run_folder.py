@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from train_helpers import QUICK as BASE
+from train_helpers import flags
 
 from vmfml.train import loop
 from vmfml.train.checkpoint import load_checkpoint
@@ -18,26 +20,7 @@ from vmfml.train.datasets import DataSplit
 
 pytestmark = pytest.mark.slow
 
-QUICK = {
-    "train_subset": 300,
-    "depth": 1,
-    "width": 0.5,
-    "batch_size": 100,
-    "plots": False,
-    "progress": False,
-    "threads": 1,
-    "eval_ks": (1, 2),
-}
-
-
-def flags(settings: dict[str, object]) -> list[str]:
-    out: list[str] = []
-    for key, value in settings.items():
-        out += [
-            "--" + key.replace("_", "-"),
-            ",".join(map(str, value)) if isinstance(value, tuple) else str(value),
-        ]
-    return out
+QUICK = {**BASE, "train_subset": 300, "eval_ks": (1, 2)}
 
 
 def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,13 +160,13 @@ def test_the_summary_names_only_the_files_written(
     )
     assert with_plots.code == 0
     assert (
-        f"run folder: {out} (metrics.json, checkpoint.pt, training_curves.png, embedding.png)"
-        in with_plots.out
+        f"run folder: {out} (metrics.json, best.pt, checkpoint.pt, training_curves.png, "
+        "embedding.png)" in with_plots.out
     )
     # A new run in its place removes the old run's plots: none is listed, none is left.
     no_plots = run_cli("train", "--overwrite", *flags({**QUICK, "epochs": 1, "out_dir": out}))
     assert no_plots.code == 0
-    assert f"run folder: {out} (metrics.json, checkpoint.pt)\n" in no_plots.out
+    assert f"run folder: {out} (metrics.json, best.pt, checkpoint.pt)\n" in no_plots.out
     assert not (out / "training_curves.png").exists() and not (out / "embedding.png").exists()
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import QUICK as BASE
+from train_helpers import flags
 
 from vmfml.cli import main
 from vmfml.train import loop
@@ -20,32 +22,25 @@ from vmfml.train.config import load_config
 
 pytestmark = pytest.mark.slow
 
-QUICK = {
-    "train_subset": 1500,
-    "depth": 1,
-    "width": 0.5,
-    "batch_size": 100,
-    "plots": False,
-    "progress": False,
-    "threads": 1,
-    "eval_ks": (1, 2, 4),
-}
-
-
-def flags(settings: dict[str, object]) -> list[str]:
-    out: list[str] = []
-    for key, value in settings.items():
-        out += [
-            "--" + key.replace("_", "-"),
-            ",".join(map(str, value)) if isinstance(value, tuple) else str(value),
-        ]
-    return out
+QUICK = {**BASE, "train_subset": 1500, "eval_ks": (1, 2, 4)}
 
 
 def test_train_on_fashion_mnist_writes_metrics(tmp_path: Path, fashion_sample: object) -> None:
     out = tmp_path / "run"
     code = main(
-        ["train", *flags({**QUICK, "epochs": 4, "depth": 2, "out_dir": out, "plots": True})]
+        [
+            "train",
+            *flags(
+                {
+                    **QUICK,
+                    "epochs": 4,
+                    "depth": 2,
+                    "train_subset": 2000,
+                    "out_dir": out,
+                    "plots": True,
+                }
+            ),
+        ]
     )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from train_helpers import QUICK as BASE
 
 from vmfml.train import loop
 from vmfml.train.checkpoint import load_checkpoint
@@ -20,16 +21,7 @@ from vmfml.train.config import load_config
 from vmfml.train.datasets import build_datasets
 from vmfml.train.length import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_STEPS, training_epochs
 
-QUICK = {
-    "train_subset": 1200,
-    "depth": 1,
-    "width": 0.5,
-    "batch_size": 100,
-    "plots": False,
-    "progress": False,
-    "threads": 1,
-    "eval_ks": (1, 2),
-}
+QUICK = {**BASE, "train_subset": 1200, "eval_ks": (1, 2)}
 
 
 @pytest.fixture()
@@ -194,3 +186,17 @@ def test_auto_length_is_a_step_budget_within_bounds() -> None:
     assert training_epochs(None, 1) == AUTO_MAX_EPOCHS
     assert training_epochs(None, 10_000) == AUTO_MIN_EPOCHS
     assert training_epochs(7, 3) == 7  # an explicit --epochs N means N
+
+
+def test_too_few_training_classes_train_without_validation(ten_class_folder: Path) -> None:
+    """3 training classes cannot give 2 to validation and keep 2: the run trains on all, warned."""
+    from vmfml.data import load_dataset
+    from vmfml.data.splits import select_classes
+    from vmfml.train.validation import carve_validation
+
+    three = select_classes(load_dataset(str(ten_class_folder)), [0, 1, 2])
+    with pytest.warns(UserWarning, match="no validation split"):
+        train, val = carve_validation(three, 0.1, disjoint=True, seed=0)
+    assert val is None and len(train) == len(three)
+    train, val = carve_validation(three, 0.1, disjoint=False, seed=0)
+    assert val is not None and len(train) + len(val) == len(three)

@@ -11,6 +11,7 @@ Recall@1 otherwise.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,19 +28,34 @@ from vmfml.train.batches import embed_dataset, eval_batches
 __all__ = ["EarlyStopping", "carve_validation", "validate"]
 
 
-def carve_validation(train: Any, fraction: float, disjoint: bool, seed: int) -> tuple[Any, Any]:
-    """(the training images left, the validation images) drawn from `train` alone."""
+def carve_validation(
+    train: Any, fraction: float, disjoint: bool, seed: int
+) -> tuple[Any, Any | None]:
+    """(the training images left, the validation images) drawn from `train` alone.
+
+    Validation is left out, with a warning, where it would take what training cannot spare: a
+    class-disjoint training set of fewer than 4 classes (2 held out, 2 left), or a class with
+    a single training image.
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1); got {fraction}")
     if not disjoint:
+        if int(train.class_counts().min()) < 2:
+            warnings.warn(
+                "no validation split: a class has a single training image (the last epoch is kept)",
+                stacklevel=2,
+            )
+            return train, None
         return stratified_split(train, test_fraction=fraction, seed=seed)
     classes = len(train.class_names)
     held_out = max(2, round(fraction * classes))
     if classes - held_out < 2:
-        raise ValueError(
-            f"a class-disjoint validation split needs at least 2 of the {classes} training "
-            f"classes held out and 2 left to train on; use more classes or --val-fraction 0"
+        warnings.warn(
+            f"no validation split: a class-disjoint one holds out at least 2 training classes "
+            f"and leaves 2, and there are {classes} (the last epoch is kept)",
+            stacklevel=2,
         )
+        return train, None
     order = torch.randperm(classes, generator=torch.Generator().manual_seed(seed + 1))
     kept = sorted(order[held_out:].tolist())
     return class_disjoint_split(train, train_classes=kept)
