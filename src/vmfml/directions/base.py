@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 from vmfml.distributed import is_distributed
 
+from .concentration import estimate_kappa
+
 __all__ = ["ClassSums", "MeanDirections", "finite_rows"]
 
 # A full pass over the training set: per-class sums [C, D] (float64) and counts [C] of unit
@@ -21,6 +23,8 @@ ClassSums = Callable[[], tuple[Tensor, Tensor]]
 
 # How many class indices a warning spells out before it summarises the rest.
 _MAX_NAMED_CLASSES = 20
+# The largest concentration estimate kept (R = 1 would give infinity).
+_MAX_CONCENTRATION = 1e6
 
 
 def finite_rows(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,6 +51,9 @@ class MeanDirections(nn.Module):
                       whole epoch lose no digits and several processes can all-reduce them;
                       `.float()` / `.half()` on the module leave them float64.
         class_counts  [C] int64 number of embeddings in each sum.
+        concentration [C] float64 each class's kappa estimated from the sums mu was last set
+                      from (Banerjee et al.'s approximation from the mean resultant length
+                      ||S_c|| / n_c); 0 until then. The vMF loss may use them (class_kappa).
 
     Args:
         num_classes: number of classes C.
@@ -60,6 +67,7 @@ class MeanDirections(nn.Module):
     mu: Tensor
     class_sums: Tensor
     class_counts: Tensor
+    concentration: Tensor
 
     def __init__(self, num_classes: int, embed_dim: int, *, init_seed: int = 0) -> None:
         super().__init__()
@@ -76,6 +84,8 @@ class MeanDirections(nn.Module):
         self._register_mu(F.normalize(initial, dim=1).to(torch.get_default_dtype()))
         self.register_buffer("class_sums", torch.zeros(num_classes, embed_dim, dtype=torch.float64))
         self.register_buffer("class_counts", torch.zeros(num_classes, dtype=torch.int64))
+        # Each class's concentration, estimated from the sums mu was last set from (0: never).
+        self.register_buffer("concentration", torch.zeros(num_classes, dtype=torch.float64))
 
     def _register_mu(self, initial: Tensor) -> None:
         self.register_buffer("mu", initial)
@@ -180,6 +190,11 @@ class MeanDirections(nn.Module):
         norms = sums.norm(dim=1, keepdim=True)
         valid = (counts > 0) & (norms.squeeze(1) > 0)
         new = torch.where(valid[:, None], sums / norms.clamp_min(1e-300), self.mu.double())
+        resultant = norms.squeeze(1) / counts.to(torch.float64).clamp_min(1.0)
+        estimate = estimate_kappa(resultant.clamp(0.0, 1.0), self.embed_dim)
+        # R = 1 (a class of one image, or identical embeddings) has no finite estimate.
+        estimate = estimate.clamp(max=_MAX_CONCENTRATION)
+        self.concentration = torch.where(valid, estimate, self.concentration)
         missing = (~valid).nonzero().flatten().tolist()
         if missing:
             named = ", ".join(str(c) for c in missing[:_MAX_NAMED_CLASSES])
@@ -203,12 +218,20 @@ class MeanDirections(nn.Module):
                 f"labels must have shape [{x.shape[0]}] to match x, got {list(labels.shape)}"
             )
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Checkpoints written before the concentration estimates existed load as "never estimated".
+        state_dict.setdefault(
+            prefix + "concentration", torch.full_like(self.concentration, torch.nan)
+        )
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> MeanDirections:
         # Module.float()/.half()/.to(dtype) cast every floating buffer; the sums must stay
         # float64 (see the class docstring), so re-apply only the move between devices.
-        sums = self.class_sums
+        sums, concentration = self.class_sums, self.concentration
         super()._apply(fn, recurse)
         self.class_sums = sums.to(device=self.class_sums.device)
+        self.concentration = concentration.to(device=self.concentration.device)
         return self
 
     def extra_repr(self) -> str:

@@ -2,7 +2,13 @@
 
 from .base import BaseLoss
 from .baselines import PMLClassifierLoss, PMLLoss, SoftmaxCrossEntropyLoss
-from .functional import log_bessel_iv, log_vmf_normalizer, vmf_logits, vmf_loss
+from .functional import (
+    log_bessel_iv,
+    log_vmf_normalizer,
+    vmf_logits,
+    vmf_loss,
+    vmf_mixture_logits,
+)
 from .registry import (
     LOSSES,
     MetricLoss,
@@ -31,4 +37,5 @@ __all__ = [
     "loss_options",
     "vmf_logits",
     "vmf_loss",
+    "vmf_mixture_logits",
 ]

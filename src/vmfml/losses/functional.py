@@ -224,6 +224,26 @@ def vmf_logits(x: Tensor, mu: Tensor, kappa: Tensor | float) -> Tensor:
     return kappa * (x @ mu.t())
 
 
+def vmf_mixture_logits(x: Tensor, mu: Tensor, kappas: Tensor) -> Tensor:
+    """Class logits log C_d(kappa_c) + kappa_c mu_c . x of a vMF mixture with one concentration
+    per class and equal priors: their softmax is the exact posterior p(c | x).
+
+    With per-class kappas the normalizers no longer cancel: a broad class (small kappa_c) has a
+    larger normalizer and wins the points far from every mean, a tight class only those near its
+    own.
+
+    Args:
+        x: unit embeddings [B, D].
+        mu: unit mean directions [C, D].
+        kappas: concentrations [C], > 0.
+
+    Returns:
+        logits [B, C], in the dtype of x.
+    """
+    normalizers = log_vmf_normalizer(kappas.to(torch.float64), x.shape[1]).to(x.dtype)
+    return normalizers + kappas.to(x.dtype) * (x @ mu.t())
+
+
 def vmf_loss(x: Tensor, labels: Tensor, mu: Tensor, kappa: Tensor | float) -> Tensor:
     """The vMF loss: mean over the batch of -log softmax(kappa mu . x_i)[y_i].
 

@@ -33,10 +33,13 @@ def _vmf(
     kappa: float = 16.0,
     directions: str = "accumulate",
     learn_kappa: bool = False,
+    class_kappa: float = 0.0,
     **direction_opts: Any,
 ) -> VMFLoss:
     """The vMF loss; direction_opts are the strategy's (init_seed, and momentum for ema)."""
-    return VMFLoss(num_classes, embed_dim, kappa, directions, learn_kappa, **direction_opts)
+    return VMFLoss(
+        num_classes, embed_dim, kappa, directions, learn_kappa, class_kappa, **direction_opts
+    )
 
 
 LOSSES: dict[str, Callable[..., BaseLoss]] = {
@@ -94,7 +97,11 @@ def loss_options(name: str, directions: str | None = None) -> list[str]:
             directions = name.removeprefix("vmf_")
         valid = ["kappa", "learn_kappa"] + (["directions"] if name == "vmf" else [])
         strategy = directions or "accumulate"
-        return valid + (direction_options(strategy) if strategy in DIRECTIONS else [])
+        if strategy not in DIRECTIONS:
+            return valid
+        # Per-class concentrations are estimated from the sums a refresh sets mu from.
+        per_class = ["class_kappa"] if DIRECTIONS[strategy].has_period else []
+        return valid + per_class + direction_options(strategy)
     params = inspect.signature(builder).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 

@@ -13,7 +13,7 @@ from vmfml.directions import MeanDirections, create_directions
 from vmfml.directions.base import ClassSums
 
 from .base import BaseLoss
-from .functional import vmf_logits, vmf_loss
+from .functional import vmf_logits, vmf_mixture_logits
 
 __all__ = ["NonFiniteEmbeddings", "VMFLoss", "check_embeddings", "check_labels"]
 
@@ -35,6 +35,13 @@ class VMFLoss(BaseLoss):
             MeanDirections.
         learn_kappa: train kappa by gradient descent, parameterised as log kappa (so it stays
             positive and its steps are relative).
+        class_kappa: lambda in [0, 1]: 0 (the paper) gives every class the one kappa; above 0
+            each class has its own, kappa_c = kappa * (k_c / g)^lambda with k_c the class's
+            concentration estimated from its mean resultant length at each refresh and g their
+            geometric mean (so lambda shrinks log k_c towards the shared log kappa, and kappa
+            stays the typical concentration), in the exact mixture posterior, where the
+            normalizers log C_d(kappa_c) no longer cancel (`vmf_mixture_logits`). Needs a
+            strategy that refreshes from class sums (accumulate, global).
         **direction_opts: options of the named strategy (e.g. momentum, init_seed).
 
     Example:
@@ -55,10 +62,13 @@ class VMFLoss(BaseLoss):
         kappa: float = 16.0,
         directions: str | MeanDirections = "accumulate",
         learn_kappa: bool = False,
+        class_kappa: float = 0.0,
         **direction_opts: Any,
     ) -> None:
         super().__init__()
         kappa = float(kappa)
+        if not 0.0 <= class_kappa <= 1.0:
+            raise ValueError(f"class_kappa must lie in [0, 1], got {class_kappa}")
         if not (math.isfinite(kappa) and kappa > 0):
             raise ValueError(f"kappa must be a finite number > 0, got {kappa}")
         if isinstance(directions, MeanDirections):
@@ -85,6 +95,12 @@ class VMFLoss(BaseLoss):
         self.embed_dim = embed_dim
         self.learn_kappa = learn_kappa
         self.has_period = self.directions.has_period
+        if class_kappa > 0 and not self.directions.has_period:
+            raise ValueError(
+                "class_kappa needs mean directions refreshed from class sums (accumulate or "
+                f"global), not {type(self.directions).__name__}"
+            )
+        self.class_kappa = float(class_kappa)
         if learn_kappa:
             self.log_kappa = nn.Parameter(torch.tensor(math.log(kappa)))
         else:
@@ -97,6 +113,26 @@ class VMFLoss(BaseLoss):
         if self.learn_kappa:
             return self.log_kappa.exp()
         return self.fixed_kappa
+
+    def class_kappas(self) -> Tensor | None:
+        """The per-class concentrations [C] in use (None: one kappa for all classes, the case
+        until the first refresh has estimated them)."""
+        estimate = self.directions.concentration
+        known = estimate > 0
+        if self.class_kappa == 0 or not bool(known.any()):
+            return None
+        log_k = estimate.clamp_min(1e-6).log()
+        # Classes never estimated sit at the geometric mean, i.e. at the shared kappa.
+        log_k = torch.where(known, log_k, log_k[known].mean())
+        relative = (self.class_kappa * (log_k - log_k.mean())).exp()
+        return self.kappa * relative.to(self.kappa.dtype)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        mu = self.directions.directions().to(x.dtype)
+        kappas = self.class_kappas()
+        if kappas is None:
+            return vmf_logits(x, mu, self.kappa.to(x.dtype))
+        return vmf_mixture_logits(x, mu, kappas)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Mean vMF loss of embeddings [B, D] (any norm) with class labels [B]; a 0-d tensor.
@@ -113,8 +149,7 @@ class VMFLoss(BaseLoss):
             )
         labels = check_labels(labels, embeddings.shape[0], self.num_classes)
         x = _unit(embeddings)
-        mu = self.directions.directions().to(x.dtype)
-        loss = vmf_loss(x, labels, mu, self.kappa.to(x.dtype))
+        loss = F.cross_entropy(self._logits(x), labels)
         if self.training:
             # A batch with a bad row gives NaN rows only, which the strategies skip: nothing of
             # a refused batch is taken in, and nothing is read back from the GPU to decide it.
@@ -129,8 +164,7 @@ class VMFLoss(BaseLoss):
     def logits(self, embeddings: Tensor) -> Tensor:
         """Class logits kappa mu . x [B, C] (their softmax is the posterior) for embeddings [B, D]."""
         check_embeddings(embeddings, self.embed_dim)
-        x = _unit(embeddings)
-        return vmf_logits(x, self.directions.directions().to(x.dtype), self.kappa.to(x.dtype))
+        return self._logits(_unit(embeddings))
 
     # ---- the training contract (vmfml.losses.base): the strategy does the work ----
 
@@ -141,7 +175,12 @@ class VMFLoss(BaseLoss):
         self.directions.end_period(full_pass)
 
     def log_values(self) -> dict[str, float]:
-        return {"kappa": float(self.kappa.detach())}
+        values = {"kappa": float(self.kappa.detach())}
+        kappas = self.class_kappas()
+        if kappas is not None:
+            values["class_kappa_min"] = float(kappas.detach().min())
+            values["class_kappa_max"] = float(kappas.detach().max())
+        return values
 
     def checkpoint_state(self) -> dict[str, Any]:
         state = self.state_dict()
@@ -162,7 +201,10 @@ class VMFLoss(BaseLoss):
         )
 
     def extra_repr(self) -> str:
-        return f"kappa={float(self.kappa):.4g}, learn_kappa={self.learn_kappa}"
+        return (
+            f"kappa={float(self.kappa):.4g}, learn_kappa={self.learn_kappa}, "
+            f"class_kappa={self.class_kappa}"
+        )
 
 
 class NonFiniteEmbeddings(ValueError):

@@ -38,6 +38,7 @@ LOSS_KEYS = {
     "directions": "directions",
     "kappa": "kappa",
     "learn_kappa": "learn_kappa",
+    "class_kappa": "class_kappa",
     "ema_momentum": "momentum",
     "global_init": "init",
 }
@@ -132,6 +133,15 @@ class TrainConfig:
     )
     learn_kappa: bool = field(
         default=False, metadata={"help": "train kappa by gradient descent, starting from --kappa"}
+    )
+    class_kappa: float = field(
+        default=0.0,
+        metadata={
+            "help": "per-class concentrations in [0, 1]: 0, one kappa for all classes (the "
+            "paper); above 0, each class's kappa estimated from its mean resultant length at "
+            "every refresh, log-shrunk by this factor towards --kappa, in the exact vMF mixture "
+            "posterior (accumulate and global)"
+        },
     )
     global_init: str = field(
         default="data",
