@@ -21,7 +21,7 @@ from vmfml.bench.profiles import (
 from vmfml.losses import list_losses
 from vmfml.train.config import load_config
 
-LOSS_KEYS = {"loss", "directions", "global_init", "seed"}
+LOSS_KEYS = {"loss", "directions", "global_init", "class_kappa", "seed"}
 
 
 def test_every_method_names_a_loss_the_trainer_builds() -> None:
@@ -51,10 +51,10 @@ def test_full_profile_holds_every_claim_run_with_three_seeds() -> None:
         "proxy_anchor",
         "vmf-global",
     }
-    # 8 methods x 4 depths x 3 seeds + 16 x 2 backbones x 3 + ablations x 3 seeds: 27 values
+    # 8 methods x 4 depths x 3 seeds + 17 x 2 backbones x 3 + ablations x 3 seeds: 27 values
     # per seed, 8 of them runs already planned (the default point of each vmf-global table and
     # of kappa_random_init, and global_init's two values, which are the two global methods).
-    assert len(specs) == 96 + 96 + (27 - 8) * 3
+    assert len(specs) == 96 + 102 + (27 - 8) * 3
     assert len({s.run_id for s in specs}) == len(specs)
 
 
@@ -72,9 +72,8 @@ def test_methods_of_one_table_cell_differ_only_in_their_loss(name: str) -> None:
         assert all(s == shared[0] for s in shared), group
         seeds_per_method: dict[str, set[object]] = defaultdict(set)
         for s in settings:
-            seeds_per_method[f"{s['loss']}/{s.get('directions')}/{s.get('global_init')}"].add(
-                s["seed"]
-            )
+            method = f"{s['loss']}/{s.get('directions')}/{s.get('global_init')}"
+            seeds_per_method[f"{method}/{s.get('class_kappa')}"].add(s["seed"])
         assert len({frozenset(v) for v in seeds_per_method.values()}) == 1, group
 
 
