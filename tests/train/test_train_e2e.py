@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from train_helpers import QUICK as BASE
-from train_helpers import flags
+from train_helpers import flags, nan_after
 
 from vmfml.cli import main
 from vmfml.train import loop
@@ -174,22 +174,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    real_create = loop.create_loss
-
-    def create_poisoned(*args: object, **kwargs: object) -> torch.nn.Module:
-        inner = real_create(*args, **kwargs)
-        calls = {"n": 0}
-        real_forward = inner.forward
-
-        def forward(emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            calls["n"] += 1
-            value = real_forward(emb, labels)
-            return value * float("nan") if calls["n"] > 20 else value  # epoch 2 of 15 steps
-
-        inner.forward = forward  # type: ignore[method-assign]
-        return inner
-
-    monkeypatch.setattr(loop, "create_loss", create_poisoned)
+    # epoch 2 of 13 steps: the loss turns NaN
+    monkeypatch.setattr(loop, "create_loss", nan_after(loop.create_loss, 20, "loss"))
     out = tmp_path / "run"
     code = main(["train", *flags({**QUICK, "epochs": 3, "out_dir": out})])
     assert code == 1
@@ -302,21 +288,8 @@ def test_a_diverged_run_resumes_with_a_lower_lr_and_another_kappa(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The NaN stop's advice can be followed: resume with a lower --lr and another --kappa."""
-    real_create = loop.create_loss
-
-    def create_diverging(*args: object, **kwargs: object) -> torch.nn.Module:
-        inner = real_create(*args, **kwargs)
-        calls = {"n": 0}
-        real_forward = inner.forward
-
-        def forward(emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            calls["n"] += 1
-            if calls["n"] > 20:  # epoch 2 of 15 steps: the network's embeddings turn NaN
-                emb = emb * float("nan")
-            return real_forward(emb, labels)
-
-        inner.forward = forward  # type: ignore[method-assign]
-        return inner
+    # epoch 2 of 13 steps: the network's embeddings turn NaN
+    create_diverging = nan_after(loop.create_loss, 20, "embeddings")
 
     settings = {**QUICK, "epochs": 3, "out_dir": tmp_path / "run"}
     with monkeypatch.context() as m:
