@@ -223,7 +223,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         y = (x64 - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.double().view(shape) + self.bias.double().view(shape)
-        return y.to(x.dtype)
+        y = y.to(x.dtype)
+        # timm's BatchNormAct2d (EfficientNet, ...) normalizes, then applies dropout and its
+        # activation: so does its global version.
+        for name in ("drop", "act"):
+            layer = getattr(self, name, None)
+            if isinstance(layer, nn.Module):
+                y = layer(y)
+        return y
 
 
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
