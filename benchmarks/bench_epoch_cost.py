@@ -22,12 +22,11 @@ from pathlib import Path
 import torch
 
 from vmfml.bench.profiles import METHODS as BENCH_METHODS
-from vmfml.losses import create_loss
-from vmfml.train.batches import embed_dataset, epoch_generator, train_batches
+from vmfml.directions import compute_class_sums
+from vmfml.train.batches import epoch_generator, eval_batches, train_batches
 from vmfml.train.config import load_config
 from vmfml.train.datasets import build_datasets
-from vmfml.train.evaluation import class_sums
-from vmfml.train.loop import build_model, loss_options
+from vmfml.train.loop import build_loss, build_model
 
 # Always timed: the ratios below need them. The loss settings are `vmfml bench`'s.
 BASELINE_METHODS = ("softmax", "vmf-accumulate", "vmf-global")
@@ -74,14 +73,15 @@ def main() -> None:
     methods = chosen_methods(args.methods)
 
     overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
-    base = load_config(None, {"progress": False, **overrides})
+    # Every training image, as the benchmark's runs (the step cost does not depend on it).
+    base = load_config(None, {"progress": False, "val_fraction": 0.0, **overrides})
     data = build_datasets(base)
     runs = {}
     for name, settings in methods.items():
         config = load_config(None, {**base.to_dict(), **settings})
         torch.manual_seed(0)
         model = build_model(config, data)
-        loss = create_loss(config.loss, data.num_classes, config.embed_dim, **loss_options(config))
+        loss = build_loss(config, data.num_classes)
         params = [*model.parameters(), *loss.parameters()]
         runs[name] = (config, model, loss, torch.optim.AdamW(params, lr=config.lr))
     preprocessing = dict(next(iter(runs.values()))[1].preprocessing)
@@ -113,8 +113,8 @@ def main() -> None:
     refresh = []
     for _ in range(2):
         start = time.perf_counter()
-        feats, labels = embed_dataset(model, data.train, preprocessing, torch.device("cpu"), 512)
-        sums, counts = class_sums(feats, labels, data.num_classes)
+        batches_512 = eval_batches(data.train, 512, preprocessing)
+        sums, counts = compute_class_sums(model, batches_512, data.num_classes, "cpu")
         loss.directions.refresh(sums, counts)
         refresh.append(time.perf_counter() - start)
     # accumulate's refresh: the normalization of the accumulated sums.

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from vmfml.directions import create_directions
-from vmfml.train.batches import embed_dataset
+from vmfml.directions import compute_class_sums, create_directions
+from vmfml.train.batches import eval_batches
 from vmfml.train.config import load_config
 from vmfml.train.datasets import build_datasets
-from vmfml.train.evaluation import class_sums
 from vmfml.train.loop import build_model, seed_everything
 
 SETTINGS = {
@@ -34,6 +33,7 @@ SETTINGS = {
     "augment": "none",
     "train_subset": 4000,
     "embed_dim": 128,
+    "val_fraction": 0.0,  # as the benchmark runs: every training image
 }
 
 
@@ -49,14 +49,13 @@ def start_cosines(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     seed_everything(seed)  # as `vmfml train` does before building the network
     data = build_datasets(config)
     model = build_model(config, data)
-    feats, labels = embed_dataset(
-        model, data.train, dict(model.preprocessing), torch.device("cpu"), 512, 0, False, "pass"
-    )
+    batches = eval_batches(data.train, 512, dict(model.preprocessing))
+    sums, counts = compute_class_sums(model, batches, data.num_classes, "cpu")
     # The directions `vmfml train` builds: drawn at random, then (with the paper's start) set
     # from the class sums of the untrained network's pass.
     directions = create_directions("global", data.num_classes, config.embed_dim, init_seed=seed)
     random_start = directions.mu.clone()
-    directions.refresh(*class_sums(feats, labels, data.num_classes))
+    directions.refresh(sums, counts)
     return off_diagonal_cosines(directions.mu), off_diagonal_cosines(random_start)
 
 

@@ -1,5 +1,6 @@
-"""Batch norm in float64 over the global batch (`vmfml.distributed.sync_batchnorm`) computes, in
-one process, what the layers it replaces compute: for plain BatchNorm and for timm's
+"""Batch norm in float64 over the global batch (`vmfml.distributed.global_batchnorm`, what
+`sync_batchnorm` uses between CPU processes) computes, in one process, what the layers it replaces
+compute: for plain BatchNorm and for timm's
 BatchNormAct2d (EfficientNet-Lite0), whose activation must survive the swap."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from vmfml.distributed import GlobalBatchNorm, sync_batchnorm
+from vmfml.distributed import GlobalBatchNorm, global_batchnorm, sync_batchnorm
 from vmfml.models import create_model
 
 
@@ -23,7 +24,10 @@ from vmfml.models import create_model
 def test_global_batchnorm_computes_what_the_layers_it_replaces_do(options: dict) -> None:
     torch.manual_seed(0)
     plain = create_model(embed_dim=16, **options).train()
-    converted = sync_batchnorm(copy.deepcopy(plain), torch.device("cpu"))
+    # In one process sync_batchnorm leaves the model alone.
+    assert sync_batchnorm(plain, torch.device("cpu")) is plain
+    assert not any(isinstance(m, GlobalBatchNorm) for m in plain.modules())
+    converted = global_batchnorm(copy.deepcopy(plain))
     norms = [m for m in converted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(isinstance(m, GlobalBatchNorm) for m in norms)
     channels = options.get("in_chans", 3)

@@ -276,8 +276,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     full_pass = FullPass(model, data, device, config, precision)
 
     objective: nn.Module = Objective(model, loss, device, precision)
-    distributed.sync_batchnorm(model, device)  # see its docstring: on the CPU, float64 statistics
     if distributed.is_distributed():
+        distributed.sync_batchnorm(model, device)
         with warnings.catch_warnings():
             # Deprecated for forward_sync_buffers, which still syncs the buffers at the start.
             warnings.simplefilter("ignore", FutureWarning)
