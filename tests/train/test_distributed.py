@@ -1,12 +1,13 @@
 """Training and embedding under torchrun (2 CPU processes, gloo) against one process.
 
 Equality is checked in float64 (`--precision 64`): there the two runs compute the same function,
-so they must agree to rounding (1e-9 is asked; 1e-13 is seen). In float32 they still agree only
-to about 1e-4 in the mean directions after 8 steps: the first layer's weight gradient is a sum
-over 100,000 positions with heavy cancellation (batch norm makes the upstream gradient sum to
-zero), so a different summation order (two halves averaged, instead of one sum) moves it by
-1e-4 relative, and the optimizer carries that on. The float32 test therefore asks for the metrics
-to agree within 0.5 points: the measured gaps are under 0.1.
+so they must agree to rounding (1e-9 is asked; 1e-13 is seen). In float32 they agree only to about
+2e-3 in the mean directions after 8 steps: the first layer's weight gradient is a sum over 100,000
+positions with heavy cancellation (batch norm makes the upstream gradient sum to zero), so any
+change in the arithmetic (two halves averaged instead of one sum; the processes' float64 batch-norm
+statistics instead of torch's float32 layer) moves it by 1e-4 to 1e-3 relative at the first step,
+and the optimizer carries that on. The float32 test therefore asks for the metrics to agree within
+0.5 points: the measured gaps are under 0.2.
 """
 
 from __future__ import annotations
