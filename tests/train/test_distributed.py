@@ -120,17 +120,18 @@ def test_killed_process_ends_the_run_and_it_resumes_in_one_process(
     while not (out / "checkpoint.pt").exists() and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    # torchrun's children that run vmfml (not any helper process it may start).
     workers = subprocess.run(
-        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ["pgrep", "-P", str(proc.pid), "-f", "vmfml"], capture_output=True, text=True
     ).stdout.split()
-    assert len(workers) == 2, "the run ended before it could be killed"
+    assert len(workers) == 2, f"expected the 2 workers, found {workers} (did the run end?)"
     killed_at = time.monotonic()
     os.kill(int(workers[1]), signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    assert time.monotonic() - killed_at < 30
+    _, err = proc.communicate(timeout=120)
+    assert time.monotonic() - killed_at < 30, err[-2000:]
     assert proc.returncode != 0
     # The survivor says why it stops (in one line, or in torchrun's words when it was faster).
-    assert "another process of this run ended" in err
+    assert "another process of this run ended" in err, err[-2000:]
     saved = torch.load(out / "checkpoint.pt", weights_only=False)
     assert saved["epoch"] in (1, 2)  # a whole checkpoint, never a partial one
 
