@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,18 +30,31 @@ def fashion_sample() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture()
-def image_folder(tmp_path: Path, fashion_sample: tuple[np.ndarray, np.ndarray]) -> Path:
-    """A folder of real PNGs, one subfolder per class (4 classes x 30 images)."""
+def fashion_folder(
+    tmp_path: Path, fashion_sample: tuple[np.ndarray, np.ndarray]
+) -> Callable[..., Path]:
+    """Writes a folder of real Fashion-MNIST PNGs, one subfolder per class:
+    `fashion_folder(names, per_class, name="images")` takes the first `per_class` images of each
+    of the first len(names) classes."""
     from PIL import Image
 
     x, y = fashion_sample
-    root = tmp_path / "images"
-    names = ["tshirt", "trouser", "pullover", "dress"]
-    for c, name in enumerate(names):
-        (root / name).mkdir(parents=True)
-        for i, idx in enumerate(np.flatnonzero(y == c)[:30]):
-            Image.fromarray(x[idx]).save(root / name / f"{i:03d}.png")
-    return root
+
+    def write(names: Sequence[str], per_class: int, name: str = "images") -> Path:
+        root = tmp_path / name
+        for c, class_name in enumerate(names):
+            (root / class_name).mkdir(parents=True)
+            for i, idx in enumerate(np.flatnonzero(y == c)[:per_class]):
+                Image.fromarray(x[idx]).save(root / class_name / f"{i:03d}.png")
+        return root
+
+    return write
+
+
+@pytest.fixture()
+def image_folder(fashion_folder: Callable[..., Path]) -> Path:
+    """A folder of real PNGs, one subfolder per class (4 classes x 30 images)."""
+    return fashion_folder(["tshirt", "trouser", "pullover", "dress"], 30)
 
 
 # --- running the `vmfml` command in-process ----------------------------------------------------

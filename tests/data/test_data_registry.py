@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from vmfml.data import (
     ImageFolderDataset,
@@ -18,15 +17,9 @@ from vmfml.data import (
 
 
 @pytest.fixture()
-def folder(tmp_path: Path, fashion_sample: tuple[np.ndarray, np.ndarray]) -> Path:
+def folder(fashion_folder: Callable[..., Path]) -> Path:
     """6 classes x 10 real Fashion-MNIST PNGs."""
-    x, y = fashion_sample
-    root = tmp_path / "six"
-    for c in range(6):
-        (root / f"class{c}").mkdir(parents=True)
-        for i, idx in enumerate(np.flatnonzero(y == c)[:10]):
-            Image.fromarray(x[idx]).save(root / f"class{c}" / f"{i}.png")
-    return root
+    return fashion_folder([f"class{c}" for c in range(6)], 10, "six")
 
 
 def test_names() -> None:

@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from train_helpers import QUICK as BASE
 
 from vmfml.train import loop
@@ -25,15 +25,9 @@ QUICK = {**BASE, "train_subset": 1200, "eval_ks": (1, 2)}
 
 
 @pytest.fixture()
-def ten_class_folder(tmp_path: Path, fashion_sample: tuple[np.ndarray, np.ndarray]) -> Path:
+def ten_class_folder(fashion_folder: Callable[..., Path]) -> Path:
     """Real Fashion-MNIST PNGs, 10 class subfolders x 40 images."""
-    x, y = fashion_sample
-    root = tmp_path / "ten"
-    for c in range(10):
-        (root / f"class{c}").mkdir(parents=True)
-        for i, idx in enumerate(np.flatnonzero(y == c)[:40]):
-            Image.fromarray(x[idx]).save(root / f"class{c}" / f"{i:03d}.png")
-    return root
+    return fashion_folder([f"class{c}" for c in range(10)], 40, "ten")
 
 
 def paths(dataset: Any) -> set[str]:
