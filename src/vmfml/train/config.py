@@ -23,6 +23,7 @@ from vmfml.configs import resolve_config
 from vmfml.losses import canonical_loss, has_period
 from vmfml.losses import loss_options as loss_option_names
 from vmfml.models.inference import PRECISIONS
+from vmfml.train.length import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_STEPS
 
 # Config keys that change how a run is executed or reported but not its result: a resumed run may
 # change them, and the benchmark leaves them out of a run's id.
@@ -161,8 +162,8 @@ class TrainConfig:
     epochs: int | None = field(
         default=None,
         metadata={
-            "help": "training epochs; auto: as many as give about AUTO_STEPS optimizer steps, "
-            "within [AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS] (vmfml.train.length)",
+            "help": f"training epochs; auto: as many as give about {AUTO_STEPS:,} optimizer "
+            f"steps, {AUTO_MIN_EPOCHS} to {AUTO_MAX_EPOCHS} epochs (vmfml.train.length)",
             "default_text": "auto",
         },
     )
