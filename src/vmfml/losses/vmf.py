@@ -117,9 +117,11 @@ class VMFLoss(BaseLoss):
     def class_kappas(self) -> Tensor | None:
         """The per-class concentrations [C] in use (None: one kappa for all classes, the case
         until the first refresh has estimated them)."""
+        if self.class_kappa == 0:  # the paper's loss: nothing to compute on its hot path
+            return None
         estimate = self.directions.concentration
         known = estimate > 0
-        if self.class_kappa == 0 or not bool(known.any()):
+        if not bool(known.any()):
             return None
         log_k = estimate.clamp_min(1e-6).log()
         # Classes never estimated sit at the geometric mean, i.e. at the shared kappa.
