@@ -140,7 +140,7 @@ def test_run_id_is_a_hash_of_the_settings_only() -> None:
 
 def test_seeds_option_and_bad_names() -> None:
     assert {s.seed for s in plan(get_profile("quick"), ["classification"], seeds=2)} == {0, 1}
-    with pytest.raises(ValueError, match="valid profiles: quick, cpu, full"):
+    with pytest.raises(ValueError, match="valid profiles: quick, cpu, converged, full"):
         get_profile("huge")
     with pytest.raises(ValueError, match="valid experiments: classification, retrieval, ablations"):
         parse_experiments("classification,retreival")

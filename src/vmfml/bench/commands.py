@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from vmfml.bench.profiles import EXPERIMENTS, PROFILES
@@ -117,10 +118,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from vmfml.bench.profiles import get_profile, parse_experiments, plan
-    from vmfml.bench.runner import finished_ids, run_benchmark
+    from vmfml.bench.runner import finished_ids, read_records, run_benchmark
+    from vmfml.bench.selection import choices_report
 
     profile = get_profile(args.profile)
-    specs = plan(profile, parse_experiments(args.experiments), args.seeds)
+    experiments = parse_experiments(args.experiments)
+    specs = plan(profile, experiments, args.seeds, read_records(results))
+    for line in choices_report(profile, read_records(results)):
+        print(f"chosen on validation: {line}")
     if args.dry_run:
         done = finished_ids(results)
         for spec in specs:
@@ -134,26 +139,40 @@ def run(args: argparse.Namespace) -> int:
     warning = size_warning(profile.name, args.device)
     if warning:
         print(warning, file=sys.stderr)
-    summary = run_benchmark(
-        specs,
-        results,
-        profile=profile.name,
-        device=args.device,
-        jobs=jobs,
-        work_dir=args.work_dir,
-        time_budget=args.time_budget,
-        max_runs=args.max_runs,
-        keep_checkpoints=args.keep_checkpoints,
-        progress=args.progress,
-    )
-    print(
-        f"\n{summary.planned} runs planned: {summary.skipped_done} already done, {summary.finished} finished, "
-        f"{summary.diverged} diverged, {summary.errors} failed, {summary.skipped_for_time} skipped for time, "
-        f"{summary.cancelled} stopped at the deadline, {summary.not_started} not started ({summary.seconds:.0f} s)"
-    )
-    for message in summary.error_messages:
-        print(f"  failed: {message}")
+    # A run chosen on validation (a tuned setting, the best methods of another table) enters
+    # the plan once the runs it reads have finished: plan again after each pass.
+    failed = 0
+    deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
+    while True:
+        summary = run_benchmark(
+            specs,
+            results,
+            profile=profile.name,
+            device=args.device,
+            jobs=jobs,
+            work_dir=args.work_dir,
+            time_budget=None if deadline is None else max(0.0, deadline - time.monotonic()),
+            max_runs=args.max_runs,
+            keep_checkpoints=args.keep_checkpoints,
+            progress=args.progress,
+        )
+        failed += summary.errors
+        print(
+            f"\n{summary.planned} runs planned: {summary.skipped_done} already done, {summary.finished} finished, "
+            f"{summary.diverged} diverged, {summary.errors} failed, {summary.skipped_for_time} skipped for time, "
+            f"{summary.cancelled} stopped at the deadline, {summary.not_started} not started ({summary.seconds:.0f} s)"
+        )
+        for message in summary.error_messages:
+            print(f"  failed: {message}")
+        records = read_records(results)
+        replanned = plan(profile, experiments, args.seeds, records)
+        known = {s.run_id for s in specs}
+        if args.max_runs is not None or all(s.run_id in known for s in replanned):
+            break
+        for line in choices_report(profile, records):
+            print(f"chosen on validation: {line}")
+        specs = replanned
     if (results / "results.jsonl").is_file():
         for path in write_report(results):
             print(f"wrote {path}")
-    return 1 if summary.errors else 0
+    return 1 if failed else 0

@@ -212,7 +212,19 @@ class TrainConfig:
     )
     # --- run ---
     seed: int = field(
-        default=0, metadata={"help": "random seed (data order, augmentation, initial weights)"}
+        default=0,
+        metadata={
+            "help": "random seed (data order, augmentation, initial weights; and the data split "
+            "unless --split-seed is given)"
+        },
+    )
+    split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "seed of the data split alone (train/test images or classes, validation, "
+            "--train-subset), so that runs with other --seed values share one split "
+            "(default: --seed)"
+        },
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
     precision: str = field(

@@ -35,9 +35,14 @@ def build_datasets(config: TrainConfig) -> DataSplit:
     data.train = _subset(data.train, config)
     if config.val_fraction > 0:
         data.train, data.val = carve_validation(
-            data.train, config.val_fraction, data.disjoint, config.seed
+            data.train, config.val_fraction, data.disjoint, data_seed(config)
         )
     return data
+
+
+def data_seed(config: TrainConfig) -> int:
+    """The seed of every draw that decides which images train, validate and test."""
+    return config.seed if config.split_seed is None else config.split_seed
 
 
 def _local(config: TrainConfig) -> DataSplit:
@@ -46,7 +51,7 @@ def _local(config: TrainConfig) -> DataSplit:
         config.data,
         split=config.split,
         test_fraction=config.test_fraction,
-        seed=config.seed,
+        seed=data_seed(config),
         root=config.data_root,
         on_error=config.on_bad_image,
         image_size=config.image_size,
@@ -100,5 +105,5 @@ def _subset(dataset: Any, config: TrainConfig) -> Any:
     """The first `train_subset` images of a seeded shuffle (every class keeps its share on average)."""
     if config.train_subset is None or config.train_subset >= len(dataset):
         return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(data_seed(config)))
     return dataset.subset(order[: config.train_subset].sort().values)
