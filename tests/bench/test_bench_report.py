@@ -190,7 +190,7 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["bench", "report", "--results", str(tmp_path / "none")]) == 2
     assert "no results.jsonl" in capsys.readouterr().err
     assert main(["bench", "--profile", "huge", "--dry-run"]) == 2
-    assert "valid profiles: quick, cpu, full" in capsys.readouterr().err
+    assert "valid profiles: quick, cpu, converged, full" in capsys.readouterr().err
     assert (
         main(
             [
@@ -226,3 +226,64 @@ def test_claims_are_paired_differences_by_seed(records: list[dict[str, Any]]) ->
         in claims
     )
     assert "claim 3" not in claims  # the only tuple-loss run diverged
+
+
+def validated(
+    run_id: str, method: str, seed: int, groups: list[list[str]], curve: list[float], test_r1: float
+) -> dict[str, Any]:
+    """A run validated after every epoch: `curve` is its validation Recall@1 per epoch, and the
+    kept epoch is its best one, as the training loop keeps it."""
+    best = max(range(len(curve)), key=lambda i: curve[i])
+    out = record(
+        run_id, method, seed, groups, epochs=len(curve), **{"recall@1": test_r1, "map@r": 0.3}
+    )
+    out["metrics"]["kept"] = {"epoch": best + 1, "val_score": curve[best]}
+    out["history"] = [
+        {"epoch": e + 1, "val_recall@1": v, "val_map@r": v / 2} for e, v in enumerate(curve)
+    ]
+    return out
+
+
+def test_ablations_are_read_on_validation_and_rising_curves_are_named(tmp_path: Path) -> None:
+    runs = [
+        # kappa 8 is best on validation though 32 is best on test: 8 is chosen, 32's test hidden.
+        validated("k8", "vmf-global", 0, [["kappa", "8"]], [0.80, 0.90, 0.85], test_r1=0.70),
+        validated("k32", "vmf-global", 0, [["kappa", "32"]], [0.70, 0.80, 0.75], test_r1=0.99),
+        # Retrieval: triplet's best validation epoch is its last on one seed of two.
+        validated("t0", "triplet", 0, [["retrieval", "small_cnn"]], [0.5, 0.6, 0.7], 0.6),
+        validated("t1", "triplet", 1, [["retrieval", "small_cnn"]], [0.5, 0.7, 0.6], 0.6),
+        validated("s0", "softmax", 0, [["retrieval", "small_cnn"]], [0.9, 0.8, 0.8], 0.6),
+    ]
+    text = render(runs)
+    ablation = text[text.index("## Ablation: concentration kappa") :]
+    assert "Read on validation" in ablation
+    assert "| **8** (chosen) | **90.0** | **45.0** | 70.0 | 30.0 | – | 3.00 | 1.00 |" in ablation
+    assert "| 32 | 80.0 | 40.0 | – | – | – | 3.00 | 1.00 |" in ablation  # 99.0 on test: hidden
+    assert "99.0" not in ablation
+    retrieval = text[text.index("### Backbone: small_cnn") :]
+    assert "| triplet |" in retrieval and "| 70.0 ± 0.0 | 2.5 ± 0.7 |" in retrieval
+    assert "may still have been rising when the budget ended: triplet (1/2 seeds)." in retrieval
+    assert "softmax" not in retrieval.split("still have been rising")[1].split("\n")[0]
+    paths = write_report_of(tmp_path, runs)
+    assert tmp_path / "validation_curves.png" in paths
+
+
+def write_report_of(folder: Path, runs: list[dict[str, Any]]) -> list[Path]:
+    for run in runs:
+        append_record(folder, run)
+    return write_report(folder)
+
+
+def test_tuning_table_shows_the_panel_mean_that_chooses() -> None:
+    runs = [
+        validated(f"{m}-{lr}", m, 0, [["tuning", f"efficientnet_lite0 lr={lr}"]], [v], 0.5)
+        for m, lr, v in (
+            ("softmax", "0.0001", 0.9),
+            ("triplet", "0.0001", 0.7),
+            ("softmax", "0.001", 0.85),
+            ("triplet", "0.001", 0.85),
+        )
+    ]
+    text = render(runs)
+    assert "## Settings chosen on validation" in text
+    assert "| mean of the panel (chooses) | 80.0 | **85.0** |" in text

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vmfml.bench.profiles import ABLATIONS, VMF_METHODS
-from vmfml.bench.stats import Cells, cell_stat, method_order, setting_order
+from vmfml.bench.stats import Cells, cell_stat, method_order, setting_order, validation_curve
 
 
 def _pyplot() -> Any:
@@ -128,6 +128,55 @@ def plot_ablations(cells: Cells, out_dir: Path) -> Path | None:
     fig.suptitle("vMF loss ablations (retrieval of unseen classes)")
     fig.tight_layout()
     path = out_dir / "ablations.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_validation_curves(cells: Cells, out_dir: Path) -> Path | None:
+    """Validation Recall@1 against the epoch, mean over seeds, one line per method and one panel
+    per retrieval backbone: where the curves flatten, and where a budget ended still rising."""
+    panels = []
+    for backbone in sorted({s for (e, s, _) in cells if e == "retrieval"}):
+        methods = sorted(
+            {m for (e, s, m) in cells if e == "retrieval" and s == backbone}, key=method_order
+        )
+        curves = {}
+        for method in methods:
+            by_epoch: dict[int, list[float]] = {}
+            for record in cells[("retrieval", backbone, method)]:
+                for epoch, value in validation_curve(record):
+                    by_epoch.setdefault(epoch, []).append(value)
+            if by_epoch:
+                curves[method] = sorted((e, sum(v) / len(v)) for e, v in by_epoch.items())
+        if curves:
+            panels.append((backbone, curves))
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for ax, (backbone, curves) in zip(axes[0], panels, strict=True):
+        for i, (method, points) in enumerate(curves.items()):
+            style = "-" if method in VMF_METHODS or method == "vmf-class-kappa" else "--"
+            ax.plot(
+                [e for e, _ in points],
+                [100 * v for _, v in points],
+                style,
+                marker=".",
+                color=cmap(i % 20),
+                label=method,
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation Recall@1 (%)")
+        ax.set_title(backbone)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(
+        "Validation Recall@1 (held-out training classes) per epoch, mean over seeds; vMF solid"
+    )
+    fig.tight_layout()
+    path = out_dir / "validation_curves.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

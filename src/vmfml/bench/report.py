@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vmfml.bench.plots import plot_ablations, plot_accuracy_vs_depth, plot_recall_at_1
+from vmfml.bench.plots import (
+    plot_ablations,
+    plot_accuracy_vs_depth,
+    plot_recall_at_1,
+    plot_validation_curves,
+)
 from vmfml.bench.profiles import ABLATIONS
 from vmfml.bench.runner import read_records
 from vmfml.bench.stats import Stat, cell_stat, method_order, metric, setting_order, summarize
@@ -38,6 +43,8 @@ _SHOWN_SETTINGS = (
     "image_size",
     "embed_dim",
     "train_subset",
+    "val_fraction",
+    "split_seed",
     "epochs",
     "batch_size",
     "optimizer",
@@ -239,15 +246,93 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
             (m, [cell_stat(cells.get(("retrieval", backbone, m), []), c.key) for c in present])
             for m in _methods_of(cells, "retrieval")
         ]
+        validated = [
+            c for c in _VALIDATION_COLUMNS if any(metric(r, c.key) is not None for r in records)
+        ]
+        rows = [
+            (
+                m,
+                [
+                    *stats,
+                    *(
+                        cell_stat(cells.get(("retrieval", backbone, m), []), c.key)
+                        for c in validated
+                    ),
+                ],
+            )
+            for m, stats in rows
+        ]
+        shown = [*present, *validated]
         out += [
             f"### Backbone: {backbone}",
             "",
             f"Shared settings: {shared_settings(records)}. Metrics in % on the test classes, unseen in training.",
             "",
-            markdown_table(["method", *(c.title for c in present)], rows, present),
+            markdown_table(["method", *(c.title for c in shown)], rows, shown),
             "",
         ]
+        if validated:
+            out += [_rising_note(cells, backbone), ""]
     return out
+
+
+# Figures of the test classes, shown in an ablation read on validation for the chosen point only.
+_TEST_KEYS = ("recall@1", "map@r", "nmi")
+_VALIDATION_COLUMNS = (
+    Column("val_recall@1", "val R@1"),
+    Column("kept_epoch", "kept epoch", percent=False, higher_is_better=None),
+)
+
+
+def _rising_note(cells: dict[tuple[str, str, str], list[dict[str, Any]]], backbone: str) -> str:
+    """Which methods' validation Recall@1 was best at the last epoch (maybe still rising)."""
+    rising = []
+    for method in _methods_of(cells, "retrieval"):
+        found = [metric(r, "best_is_last") for r in cells.get(("retrieval", backbone, method), [])]
+        flags = [f for f in found if f is not None]
+        if any(flags):
+            rising.append(f"{method} ({int(sum(flags))}/{len(flags)} seeds)")
+    head = (
+        "Validation columns: Recall@1 of the held-out training classes at the epoch kept (the "
+        "best validation Recall@1; that epoch's network is the one tested), and that epoch. "
+    )
+    if not rising:
+        return head + "No run had its best validation Recall@1 at its last epoch."
+    return head + (
+        "Best validation Recall@1 at the last epoch, so the curve may still have been rising "
+        f"when the budget ended: {', '.join(rising)}."
+    )
+
+
+def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+    """The tuning runs: validation Recall@1 of each panel method at each candidate value."""
+    settings = _settings_of(cells, "tuning")
+    if not settings:
+        return []
+    methods = _methods_of(cells, "tuning")
+    columns = [Column("val_recall@1", s) for s in settings]
+    rows = [
+        (m, [cell_stat(cells.get(("tuning", s, m), []), "val_recall@1") for s in settings])
+        for m in methods
+    ]
+    means = [
+        summarize([st.mean for _, stats in rows if (st := stats[j]) is not None])
+        for j in range(len(settings))
+    ]
+    mean_row = (
+        "mean of the panel (chooses)",
+        [None if m is None else Stat(m.mean, 0.0, 1) for m in means],
+    )
+    return [
+        "## Settings chosen on validation",
+        "",
+        "Validation Recall@1 (%) of the held-out training classes, at each run's kept epoch, "
+        "seed 0; the candidate with the best panel mean is used for the table. The test classes "
+        "play no part in the choice.",
+        "",
+        markdown_table(["method", *settings], [*rows, mean_row], columns),
+        "",
+    ]
 
 
 def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
@@ -267,14 +352,40 @@ def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) ->
             ),
         ]
         rows = []
-        for value in values:
-            merged = [r for (e, s, _), rs in cells.items() if e == name and s == value for r in rs]
-            rows.append((value, [cell_stat(merged, c.key) for c in columns]))
+        merged_of = {
+            value: [r for (e, s, _), rs in cells.items() if e == name and s == value for r in rs]
+            for value in values
+        }
+        validated = any(metric(r, "val_recall@1") is not None for r in records)
+        chosen = None
+        if validated:
+            # Read on validation: the point with the best validation Recall@1 is chosen, and
+            # only its test figures are shown.
+            columns = [
+                Column("val_recall@1", "val R@1"),
+                Column("val_map@r", "val MAP@R"),
+                *columns,
+            ]
+            scores = {v: cell_stat(rs, "val_recall@1") for v, rs in merged_of.items()}
+            chosen = max((v for v in values if scores[v] is not None), key=lambda v: scores[v].mean)  # type: ignore[union-attr]
+        for value, merged in merged_of.items():
+            stats = [cell_stat(merged, c.key) for c in columns]
+            if chosen is not None and value != chosen:
+                stats = [
+                    None if c.key in _TEST_KEYS else st
+                    for st, c in zip(stats, columns, strict=True)
+                ]
+            rows.append((f"**{value}** (chosen)" if value == chosen else value, stats))
         methods = ", ".join(_methods_of(cells, name))
+        how = (
+            " Read on validation (the held-out training classes): test figures only for the point chosen."
+            if validated
+            else " Read on the test classes (no validation split in these runs)."
+        )
         out += [
             f"## {_EXPERIMENT_TITLES[name]}",
             "",
-            f"Method: {methods}. Shared settings: {shared_settings(records)}.",
+            f"Method: {methods}. Shared settings: {shared_settings(records)}.{how}",
             "",
             markdown_table([name, *(c.title for c in columns)], rows, columns),
             "",
@@ -448,6 +559,7 @@ def render(records: Sequence[dict[str, Any]]) -> str:
     sections: list[Callable[[dict[tuple[str, str, str], list[dict[str, Any]]]], list[str]]] = [
         claims_section,
         classification_section,
+        tuning_section,
         retrieval_section,
         ablation_section,
         cost_section,
@@ -470,7 +582,7 @@ def write_report(results_dir: str | Path) -> list[Path]:
     report.write_text(render(records))
     written = [report]
     cells = by_cell(records)
-    for plot in (plot_accuracy_vs_depth, plot_recall_at_1, plot_ablations):
+    for plot in (plot_accuracy_vs_depth, plot_recall_at_1, plot_ablations, plot_validation_curves):
         path = plot(cells, results_dir)
         if path is not None:
             written.append(path)

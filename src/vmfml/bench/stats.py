@@ -57,8 +57,41 @@ def metric(record: dict[str, Any], key: str) -> float | None:
     }
     if key in derived:
         return derived[key]
+    if key in _VALIDATION_KEYS:
+        return validation_metric(record, key)
     value = record.get("metrics", {}).get(key)
     return float(value) if isinstance(value, int | float) else None
+
+
+# Validation figures of the epoch a run kept (runs with a validation split only).
+_VALIDATION_KEYS = ("val_recall@1", "val_map@r", "kept_epoch", "best_is_last")
+
+
+def validation_metric(record: dict[str, Any], key: str) -> float | None:
+    """`val_recall@1` / `val_map@r` of the kept epoch, `kept_epoch`, and `best_is_last` (1.0
+    when the kept epoch is the last one run: the validation curve may still have been rising
+    when the budget ended); None for a run without validation."""
+    kept = record.get("metrics", {}).get("kept")
+    if not isinstance(kept, dict) or kept.get("val_score") is None:
+        return None
+    epoch = int(kept["epoch"])
+    if key == "kept_epoch":
+        return float(epoch)
+    history = record.get("history") or []
+    if key == "best_is_last":
+        return float(epoch == max((int(h["epoch"]) for h in history), default=epoch))
+    row: dict[str, Any] = next((h for h in history if int(h["epoch"]) == epoch), {})
+    value = row.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def validation_curve(record: dict[str, Any]) -> list[tuple[int, float]]:
+    """(epoch, validation Recall@1) of every validated epoch of a run."""
+    return [
+        (int(h["epoch"]), float(h["val_recall@1"]))
+        for h in record.get("history") or []
+        if isinstance(h.get("val_recall@1"), int | float)
+    ]
 
 
 def cell_stat(records: Sequence[dict[str, Any]], key: str) -> Stat | None:
