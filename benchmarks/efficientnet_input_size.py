@@ -1,0 +1,72 @@
+"""The input size of EfficientNet-Lite0 in the retrieval benchmark, chosen on validation classes.
+
+The 28 x 28 px images of the combined 30-class set are upscaled for the ImageNet network. This
+measures, before any training, how well its ImageNet features (with the new 128-d head at its
+seeded random start, as a run begins) retrieve the 6 validation classes of the converged
+profile (2 held out of each source's training classes, split_seed 0), at each candidate size,
+and what each size costs in inference images/s. The test classes are not loaded into the choice.
+
+    .venv/bin/python benchmarks/efficientnet_input_size.py [--sizes 32 48 64 96]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from vmfml.metrics import retrieval_metrics
+from vmfml.train.batches import embed_dataset
+from vmfml.train.config import load_config
+from vmfml.train.datasets import build_datasets
+from vmfml.train.loop import build_model, seed_everything
+
+
+def measure(size: int) -> dict[str, float]:
+    config = load_config(
+        None,
+        {
+            "data": "combined-30",
+            "split": "class-disjoint",
+            "model": "efficientnet_lite0",
+            "pretrained": True,
+            "image_size": size,
+            "val_fraction": 0.4,
+            "split_seed": 0,
+            "seed": 0,
+        },
+    )
+    data = build_datasets(config)
+    seed_everything(config.seed)
+    model = build_model(config, data).eval()
+    start = time.perf_counter()
+    feats, labels = embed_dataset(
+        model, data.val, dict(model.preprocessing), torch.device("cpu"), batch_size=256
+    )
+    seconds = time.perf_counter() - start
+    found = retrieval_metrics(F.normalize(feats, dim=1), labels, ks=(1,), nmi=False, progress=False)
+    return {
+        "val_recall@1": found["recall@1"],
+        "val_map@r": found["map@r"],
+        "images_per_s": len(data.val) / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 48, 64, 96])
+    args = parser.parse_args()
+    print("| input px | val R@1 | val MAP@R | inference images/s |")
+    print("|--:|--:|--:|--:|")
+    for size in args.sizes:
+        m = measure(size)
+        print(
+            f"| {size} | {100 * m['val_recall@1']:.1f} | {100 * m['val_map@r']:.1f} | {m['images_per_s']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
