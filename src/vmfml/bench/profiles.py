@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 # RUNTIME_KEYS are left out of a run's id, so the same run on another device or folder is
 # recognised as done.
+from vmfml.bench.selection import top_methods, tuned_settings, value_label
 from vmfml.train.config import RUNTIME_KEYS, load_config
 
 # method name -> the config keys that select its loss.
@@ -450,34 +451,28 @@ def _retrieval_specs(
     profile: Profile, backbone: Backbone, seeds: int, records: Sequence[Mapping[str, Any]]
 ) -> list[RunSpec]:
     """The tuning runs of a backbone, then its table's runs once what they wait on is known."""
-    from vmfml.bench import selection
-
     phase = f"retrieval/{backbone.name}"
     base = {**_RETRIEVAL_DATA, **backbone.settings}
     specs = []
     for key, values in backbone.tune.items():
         for value in values:
-            group = Group("tuning", f"{backbone.name} {key}={_label(value)}")
+            group = Group("tuning", f"{backbone.name} {key}={value_label(value)}")
             specs += [
                 _spec(m, 0, {**base, key: value}, group, phase, phase)
                 for m in backbone.tune_methods
             ]
-    tuned = selection.tuned_settings(backbone, records)
+    tuned = tuned_settings(backbone, records)
     if tuned is None:
         return specs
     methods = list(backbone.methods or profile.retrieval_methods)
     if backbone.top:
-        top = selection.top_methods(backbone, profile, records, exclude=methods, seeds=seeds)
+        top = top_methods(backbone, profile, records, exclude=methods, seeds=seeds)
         methods += top or []
     for seed in range(seeds):
         for method in methods:
             group = Group("retrieval", backbone.name)
             specs.append(_spec(method, seed, {**base, **tuned}, group, phase, phase))
     return specs
-
-
-def _label(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _ablation_specs(profile: Profile, seeds: int) -> list[RunSpec]:
@@ -489,7 +484,7 @@ def _ablation_specs(profile: Profile, seeds: int) -> list[RunSpec]:
         for name, values in profile.ablations.items():
             ablation = ABLATIONS[name]
             for value in values:
-                label = _label(value)
+                label = value_label(value)
                 cost = phase if ablation.key != "refresh_period" else f"{phase}/refresh={value}"
                 settings = {**base, **METHODS[ablation.method], ablation.key: value}
                 specs.append(

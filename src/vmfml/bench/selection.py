@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from vmfml.bench.profiles import Backbone, Profile
+# `backbone` and `profile` arguments are vmfml.bench.profiles' Backbone and Profile, which plan
+# with this module (so it does not import them: no cycle).
 
 # A run that diverged has no kept epoch; for a choice it scores as retrieving nothing.
 _DIVERGED_SCORE = 0.0
+
+
+def value_label(value: Any) -> str:
+    """How a setting's value names a table cell: 0.001 -> "0.001", 16.0 -> "16", "epoch"."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def val_score(record: Mapping[str, Any]) -> float | None:
@@ -51,17 +56,13 @@ def _scores(
     return found
 
 
-def tuned_settings(
-    backbone: Backbone, records: Sequence[Mapping[str, Any]]
-) -> dict[str, Any] | None:
+def tuned_settings(backbone: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """{key: chosen value} for each tuned key of `backbone`; None while a tuning run is missing."""
-    from vmfml.bench.profiles import _label
-
     chosen: dict[str, Any] = {}
     for key, values in backbone.tune.items():
         means = {}
         for value in values:
-            scores = _scores(records, "tuning", f"{backbone.name} {key}={_label(value)}")
+            scores = _scores(records, "tuning", f"{backbone.name} {key}={value_label(value)}")
             panel = [scores.get((m, 0)) for m in backbone.tune_methods]
             if any(s is None for s in panel):
                 return None
@@ -72,8 +73,8 @@ def tuned_settings(
 
 
 def top_methods(
-    backbone: Backbone,
-    profile: Profile,
+    backbone: Any,
+    profile: Any,
     records: Sequence[Mapping[str, Any]],
     exclude: Sequence[str] = (),
     seeds: int | None = None,
@@ -94,7 +95,7 @@ def top_methods(
     return sorted(methods, key=lambda m: -mean[m])[: backbone.top]
 
 
-def choices_report(profile: Profile, records: Sequence[Mapping[str, Any]]) -> list[str]:
+def choices_report(profile: Any, records: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per choice of the profile: what was chosen from which scores, or what it waits on."""
     lines = []
     for backbone in profile.backbones:
