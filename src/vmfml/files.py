@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TMP_SUFFIX = ".tmp"
 
@@ -49,6 +50,17 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file (metrics, history, a config, a report) through `atomic_write`: a
+    killed process leaves the previous file or the new one, never half of one."""
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def save_figure_atomic(fig: Any, path: str | Path, dpi: int) -> None:
+    """`fig.savefig` as a PNG through `atomic_write` (the temporary name has no .png suffix)."""
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 
 def atomic_folder(path: Path, write: Callable[[Path], object]) -> Path:

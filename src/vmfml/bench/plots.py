@@ -12,6 +12,7 @@ from typing import Any
 
 from vmfml.bench.profiles import ABLATIONS, VMF_METHODS
 from vmfml.bench.stats import Cells, cell_stat, method_order, setting_order, validation_curve
+from vmfml.files import save_figure_atomic
 
 
 def _pyplot() -> Any:
@@ -51,7 +52,7 @@ def plot_accuracy_vs_depth(cells: Cells, out_dir: Path) -> Path | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out_dir / "accuracy_vs_depth.png"
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -86,7 +87,7 @@ def plot_recall_at_1(cells: Cells, out_dir: Path) -> Path | None:
     fig.suptitle("Retrieval: Recall@1 per method (mean ± std over seeds; vMF in blue)")
     fig.tight_layout()
     path = out_dir / "recall_at_1.png"
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -128,7 +129,7 @@ def plot_ablations(cells: Cells, out_dir: Path) -> Path | None:
     fig.suptitle("vMF loss ablations (retrieval of unseen classes)")
     fig.tight_layout()
     path = out_dir / "ablations.png"
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -177,6 +178,6 @@ def plot_validation_curves(cells: Cells, out_dir: Path) -> Path | None:
     )
     fig.tight_layout()
     path = out_dir / "validation_curves.png"
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path

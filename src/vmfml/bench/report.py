@@ -30,6 +30,7 @@ from vmfml.bench.plots import (
 from vmfml.bench.profiles import ABLATIONS
 from vmfml.bench.runner import read_records
 from vmfml.bench.stats import Stat, cell_stat, method_order, metric, setting_order, summarize
+from vmfml.files import write_text_atomic
 
 REPORT_FILE = "results.md"
 # Settings worth naming above a table when every run of it shares them.
@@ -579,7 +580,7 @@ def write_report(results_dir: str | Path) -> list[Path]:
     results_dir = Path(results_dir)
     records = latest_records(read_records(results_dir))
     report = results_dir / REPORT_FILE
-    report.write_text(render(records))
+    write_text_atomic(report, render(records))
     written = [report]
     cells = by_cell(records)
     for plot in (plot_accuracy_vs_depth, plot_recall_at_1, plot_ablations, plot_validation_curves):

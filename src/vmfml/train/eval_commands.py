@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vmfml.files import write_text_atomic
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -67,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
         gallery_set=data.gallery,
     )
     if args.out:
-        Path(args.out).write_text(json.dumps(metrics, indent=2))
+        write_text_atomic(args.out, json.dumps(metrics, indent=2))
     print_summary(metrics, Path(args.checkpoint).parent)
     return 0

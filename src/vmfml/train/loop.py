@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from vmfml import distributed
 from vmfml.directions import compute_class_sums
+from vmfml.files import write_text_atomic
 from vmfml.losses import MetricLoss, create_loss
 from vmfml.losses.vmf import NonFiniteEmbeddings
 from vmfml.models import EmbeddingModel, create_model
@@ -456,8 +457,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         "precision": precision,
         "torch": torch.__version__,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "history.json").write_text(json.dumps(history, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(out / "history.json", json.dumps(history, indent=2))
     if config.plots:
         from vmfml.train.plots import plot_embedding, plot_history
 
