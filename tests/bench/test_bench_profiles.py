@@ -31,7 +31,27 @@ def test_every_method_names_a_loss_the_trainer_builds() -> None:
 
 
 def test_full_profile_holds_every_claim_run_with_three_seeds() -> None:
-    specs = plan(get_profile("full"))
+    full = get_profile("full")
+    effnet = full.backbones[1]
+    # EfficientNet-Lite0's table waits on its learning rate, chosen by the tuning panel.
+    assert not any(
+        ("retrieval", "efficientnet_lite0") in s.groups for s in plan(full, ["retrieval"])
+    )
+    tuning = [
+        {
+            "status": "ok",
+            "method": m,
+            "seed": 0,
+            "groups": [["tuning", f"efficientnet_lite0 lr={lr:g}"]],
+            "metrics": {"kept": {"epoch": 1, "val_score": 0.9 if lr == 1e-4 else 0.8}},
+        }
+        for m in effnet.tune_methods
+        for lr in effnet.tune["lr"]
+    ]
+    specs = plan(full, records=tuning)
+    assert all(
+        s.settings["lr"] == 1e-4 for s in specs if ("retrieval", "efficientnet_lite0") in s.groups
+    )
     cells: dict[Group, set[tuple[str, int]]] = defaultdict(set)
     for spec in specs:
         for group in spec.groups:
@@ -54,7 +74,8 @@ def test_full_profile_holds_every_claim_run_with_three_seeds() -> None:
     # 8 methods x 4 depths x 3 seeds + 17 x 2 backbones x 3 + ablations x 3 seeds: 27 values
     # per seed, 8 of them runs already planned (the default point of each vmf-global table and
     # of kappa_random_init, and global_init's two values, which are the two global methods).
-    assert len(specs) == 96 + 102 + (27 - 8) * 3
+    # + the 8 tuning runs, of which the 4 at the chosen rate are also seed 0 of their method.
+    assert len(specs) == 96 + 102 + (27 - 8) * 3 + 8 - 4
     assert len({s.run_id for s in specs}) == len(specs)
 
 
@@ -81,7 +102,7 @@ def test_order_is_claims_seed_by_seed_then_ablations() -> None:
     specs = plan(get_profile("full"))
     experiments = [spec.groups[0].experiment for spec in specs]
     first_ablation = next(
-        i for i, e in enumerate(experiments) if e not in ("classification", "retrieval")
+        i for i, e in enumerate(experiments) if e not in ("classification", "retrieval", "tuning")
     )
     assert all(e in ABLATIONS for e in experiments[first_ablation:])
     assert experiments.index("retrieval") > max(
