@@ -169,6 +169,36 @@ def gather_rows(local: Tensor, n: int) -> Tensor:
     return torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])
 
 
+def global_batch(local: Tensor) -> Tensor:
+    """The global batch of a training step, [W * b, ...]: every process's equal chunk of b rows
+    in rank order (the order one process would see them in). This process's own rows keep their
+    gradient, scaled by W on the way back, and the other rows are constants. A loss of the whole
+    global batch then gets, after DistributedDataParallel averages the W processes' gradients,
+    exactly the gradient one process would get: each process holds W times the gradient through
+    its own rows, averaged to the sum over rows; the loss's own parameters (proxies) get the full
+    gradient on every process, averaged to itself. Used for losses that are not a mean over
+    samples (tuples and miners, Proxy-Anchor), which per-process chunks would change."""
+    if not is_distributed():
+        return local
+    pieces = [torch.empty_like(local) for _ in range(world_size())]
+    dist.all_gather(pieces, local.detach().contiguous())
+    pieces[rank()] = _ScaleGradient.apply(local, float(world_size()))
+    return torch.cat(pieces)
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """The identity forward; the gradient times `scale` backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.scale, None
+
+
 def gather_pieces(local: Tensor, capacity: int) -> list[Tensor]:
     """Every process's `local` rows (at most `capacity` of them, as many as each has), in rank
     order: [local] in a single process."""

@@ -88,6 +88,22 @@ def test_two_processes_train_what_one_does(
     )
 
 
+@pytest.mark.parametrize("loss", ["triplet", "proxy_anchor"])
+def test_a_loss_of_the_whole_batch_trains_on_two_processes_what_it_does_on_one(
+    tmp_path: Path, fashion_sample: object, loss: str
+) -> None:
+    """Triplets mined across the processes' chunks, and Proxy-Anchor's proxies (a loss that is
+    not a mean over samples, with parameters at 100x), match one process to rounding."""
+    one = train(tmp_path / "one", 1, loss=loss, precision=64)
+    two = train(tmp_path / "two", 2, loss=loss, precision=64)
+    assert max_difference(one["model"]["state_dict"], two["model"]["state_dict"]) < 1e-9
+    if loss == "proxy_anchor":
+        assert max_difference(one["loss"]["state_dict"], two["loss"]["state_dict"]) < 1e-9
+    assert [h["train_loss"] for h in one["history"]] == pytest.approx(
+        [h["train_loss"] for h in two["history"]], abs=1e-9
+    )
+
+
 def test_float32_metrics_agree_within_half_a_point(tmp_path: Path, fashion_sample: object) -> None:
     train(tmp_path / "one", 1)
     # `vmfml train --nproc 2` is the shortcut for the torchrun command.

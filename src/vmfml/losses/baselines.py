@@ -19,6 +19,8 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.miners import BaseMiner
 from torch import Tensor, nn
 
+from vmfml import distributed
+
 from .base import BaseLoss
 from .vmf import check_embeddings, check_labels
 
@@ -100,9 +102,16 @@ class PMLLoss(BaseLoss):
         self.embed_dim = embed_dim
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """The PML loss of embeddings [B, D] with labels [B]; a 0-d tensor."""
+        """The PML loss of embeddings [B, D] with labels [B]; a 0-d tensor.
+
+        Under torchrun the loss (and the miner) sees the global batch of all processes
+        (`distributed.global_batch`), so that tuples form across processes and W processes
+        train what one process does with the same global batch.
+        """
         check_embeddings(embeddings, self.embed_dim)
         labels = check_labels(labels, embeddings.shape[0], self.num_classes)
+        embeddings = distributed.global_batch(embeddings)
+        labels = distributed.global_batch(labels)
         indices = None if self.miner is None else self.miner(embeddings, labels)
         return self.loss(embeddings, labels, indices)
 
