@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from vmfml.data.transforms import TransformedDataset, make_transform, prepare_batch
+from vmfml.directions import compute_class_sums
 from vmfml.distributed import gather_rows, is_main, rank, shard_rows, world_size
 from vmfml.models.inference import embed_batches
 
@@ -127,3 +128,29 @@ def embed_dataset(
     local = torch.cat(feats) if feats else torch.empty(0, int(model.embed_dim), device=device)  # type: ignore[arg-type]
     features = gather_rows(local, len(dataset)).cpu()
     return features, torch.as_tensor(dataset.labels)
+
+
+def class_sums_of(
+    model: torch.nn.Module,
+    dataset: Any,
+    preprocessing: dict[str, Any],
+    device: torch.device,
+    batch_size: int = 512,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "full pass",
+    precision: str = "32",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-class sums `[C, D]` of the unit embeddings of a whole (training) set and the class
+    counts `[C]`: what `global` refreshes from and what nearest-class-mean accuracy uses. In a
+    multi-process run each process embeds its shard and the sums are added over processes."""
+    rows = shard_rows(len(dataset))
+    batches = eval_batches(dataset, batch_size, preprocessing, num_workers, rows)
+    bar = tqdm(
+        batches,
+        total=-(-len(rows) // batch_size),
+        desc=desc,
+        disable=None if progress and is_main() else True,
+        leave=False,
+    )
+    return compute_class_sums(model, bar, len(dataset.class_names), device, precision=precision)

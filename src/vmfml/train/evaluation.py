@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from vmfml import distributed
-from vmfml.directions import compute_class_sums
 from vmfml.directions.concentration import per_class_concentration
 from vmfml.metrics import classification_metrics, retrieval_metrics
-from vmfml.train.batches import embed_dataset, eval_batches
+from vmfml.train.batches import class_sums_of, embed_dataset
 
 
 def evaluate_model(
@@ -59,10 +58,17 @@ def evaluate_model(
     )
     test_emb = F.normalize(test_feats, dim=1)
     if train_sums is None:
-        rows = distributed.shard_rows(len(train_set))
-        batches = eval_batches(train_set, batch_size, preprocessing, num_workers, rows)
-        num_classes = len(train_set.class_names)
-        train_sums = compute_class_sums(model, batches, num_classes, device, precision=precision)
+        train_sums = class_sums_of(
+            model,
+            train_set,
+            preprocessing,
+            device,
+            batch_size,
+            num_workers,
+            progress,
+            "class sums of the training set",
+            precision,
+        )
     gallery = None
     if gallery_set is not None:
         gallery = embed_dataset(

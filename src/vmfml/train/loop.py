@@ -34,13 +34,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from vmfml import distributed
-from vmfml.directions import compute_class_sums
 from vmfml.files import write_text_atomic
 from vmfml.losses import MetricLoss, create_loss
 from vmfml.losses.vmf import NonFiniteEmbeddings
 from vmfml.models import EmbeddingModel, create_model
 from vmfml.models.inference import autocast, model_inputs, resolve_precision
-from vmfml.train.batches import epoch_generator, eval_batches, in_memory, train_batches
+from vmfml.train.batches import (
+    class_sums_of,
+    epoch_generator,
+    in_memory,
+    train_batches,
+)
 from vmfml.train.checkpoint import atomic_save, load_checkpoint, model_entry
 from vmfml.train.config import RESUME_KEYS, RUNTIME_KEYS, TrainConfig, save_config
 from vmfml.train.datasets import DataSplit, build_datasets
@@ -209,20 +213,15 @@ class FullPass:
     last: tuple[int, Tensor, Tensor] | None = None
 
     def __call__(self) -> tuple[Tensor, Tensor]:
-        rows = distributed.shard_rows(len(self.data.train))
-        preprocessing = dict(self.model.preprocessing)
-        batches = eval_batches(
-            self.data.train, EVAL_BATCH, preprocessing, self.config.num_workers, rows
-        )
-        bar = tqdm(
-            batches,
-            total=-(-len(rows) // EVAL_BATCH),
-            desc="full pass",
-            disable=None if self.config.progress and distributed.is_main() else True,
-            leave=False,
-        )
-        sums, counts = compute_class_sums(
-            self.model, bar, self.data.num_classes, self.device, precision=self.precision
+        sums, counts = class_sums_of(
+            self.model,
+            self.data.train,
+            dict(self.model.preprocessing),
+            self.device,
+            EVAL_BATCH,
+            self.config.num_workers,
+            self.config.progress,
+            precision=self.precision,
         )
         self.last = (self.step, sums, counts)
         return sums, counts
