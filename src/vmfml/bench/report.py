@@ -504,6 +504,13 @@ _CLAIMS = tuple(
         ("retrieval", g, "proxy_anchor", f"vMF ({name}) vs Proxy-Anchor"),
         ("retrieval", "vmf-accumulate", g, f"accumulate vs {name} (no extra pass)"),
     )
+) + (
+    (
+        "retrieval",
+        "vmf-class-kappa",
+        "vmf-accumulate",
+        "per-class concentrations vs one shared kappa (accumulate)",
+    ),
 )
 
 
