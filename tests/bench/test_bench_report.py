@@ -287,3 +287,16 @@ def test_tuning_table_shows_the_panel_mean_that_chooses() -> None:
     text = render(runs)
     assert "## Settings chosen on validation" in text
     assert "| mean of the panel (chooses) | 80.0 | **85.0** |" in text
+
+
+def test_tail_change_compares_the_last_three_validated_epochs_with_the_three_before() -> None:
+    from vmfml.bench.stats import metric
+
+    rising = validated(
+        "r", "triplet", 0, [["retrieval", "small_cnn"]], [0.1, 0.2, 0.3, 0.5, 0.6, 0.7], 0.5
+    )
+    assert metric(rising, "val_tail_change") == pytest.approx((1.8 - 0.6) / 3)
+    assert metric(rising, "best_is_last") == 1.0 and metric(rising, "kept_epoch") == 6.0
+    short = validated("s", "triplet", 0, [["retrieval", "small_cnn"]], [0.1, 0.2], 0.5)
+    assert metric(short, "val_tail_change") is None  # too few epochs to tell
+    assert metric(record("n", "triplet", 0, [["retrieval", "small_cnn"]]), "val_recall@1") is None

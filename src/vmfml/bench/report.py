@@ -282,6 +282,7 @@ _TEST_KEYS = ("recall@1", "map@r", "nmi")
 _VALIDATION_COLUMNS = (
     Column("val_recall@1", "val R@1"),
     Column("kept_epoch", "kept epoch", percent=False, higher_is_better=None),
+    Column("val_tail_change", "val R@1, last 3 − 3 before", higher_is_better=None),
 )
 
 
@@ -295,7 +296,9 @@ def _rising_note(cells: dict[tuple[str, str, str], list[dict[str, Any]]], backbo
             rising.append(f"{method} ({int(sum(flags))}/{len(flags)} seeds)")
     head = (
         "Validation columns: Recall@1 of the held-out training classes at the epoch kept (the "
-        "best validation Recall@1; that epoch's network is the one tested), and that epoch. "
+        "best validation Recall@1; that epoch's network is the one tested), that epoch, and the "
+        "mean validation Recall@1 of the last 3 epochs minus that of the 3 before (points; about "
+        "0 where the curve has flattened). "
     )
     if not rising:
         return head + "No run had its best validation Recall@1 at its last epoch."

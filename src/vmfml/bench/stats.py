@@ -64,17 +64,27 @@ def metric(record: dict[str, Any], key: str) -> float | None:
 
 
 # Validation figures of the epoch a run kept (runs with a validation split only).
-_VALIDATION_KEYS = ("val_recall@1", "val_map@r", "kept_epoch", "best_is_last")
+_VALIDATION_KEYS = ("val_recall@1", "val_map@r", "kept_epoch", "best_is_last", "val_tail_change")
+# The last epochs whose validation Recall@1 is compared with the same number before them.
+TAIL_EPOCHS = 3
 
 
 def validation_metric(record: dict[str, Any], key: str) -> float | None:
-    """`val_recall@1` / `val_map@r` of the kept epoch, `kept_epoch`, and `best_is_last` (1.0
+    """`val_recall@1` / `val_map@r` of the kept epoch, `kept_epoch`, `best_is_last` (1.0
     when the kept epoch is the last one run: the validation curve may still have been rising
-    when the budget ended); None for a run without validation."""
+    when the budget ended), and `val_tail_change` (mean validation Recall@1 of the last
+    TAIL_EPOCHS epochs minus that of the TAIL_EPOCHS before: about 0 on a plateau); None for a
+    run without validation."""
     kept = record.get("metrics", {}).get("kept")
     if not isinstance(kept, dict) or kept.get("val_score") is None:
         return None
     epoch = int(kept["epoch"])
+    if key == "val_tail_change":
+        curve = [v for _, v in validation_curve(record)]
+        if len(curve) < 2 * TAIL_EPOCHS:
+            return None
+        last, before = curve[-TAIL_EPOCHS:], curve[-2 * TAIL_EPOCHS : -TAIL_EPOCHS]
+        return sum(last) / TAIL_EPOCHS - sum(before) / TAIL_EPOCHS
     if key == "kept_epoch":
         return float(epoch)
     history = record.get("history") or []
