@@ -315,9 +315,12 @@ PROFILES: dict[str, Profile] = {
         ablations={**_SWEEPS, "refresh_period": ("epoch", "8", "16")},
         ablation_seeds=3,
     ),
-    # Measured on the 2-core CPU machine: a small-CNN run of 15 epochs (9,000 training images,
-    # validation after each) takes about 3 minutes, an EfficientNet-Lite0 run of 2 epochs about
-    # 4.5; 51 + 33 runs and 8 tuning runs make about 6 hours, resumable across sessions.
+    # Measured on the 2-core CPU machine with nothing else running: a small-CNN run of 15 epochs
+    # (9,000 training images, validation after each) takes 1-1.5 minutes (lifted structure 16-18:
+    # its loss is 17x softmax's step), EfficientNet-Lite0 trains at about 276 images/s, so a run
+    # of 6 epochs takes about 5.5 minutes; the small-CNN table (51 runs) took 1 h 55 min, the 8
+    # tuning runs and about 29 EfficientNet runs add about 3.3 hours: about 6 hours in all,
+    # resumable across sessions.
     "converged": Profile(
         name="converged",
         description="retrieval trained until validation Recall@1 flattens, settings chosen on held-out training classes (about 6 hours on a 2-core CPU, resumable)",
@@ -335,9 +338,11 @@ PROFILES: dict[str, Profile] = {
             # EfficientNet-Lite0: the learning rate is chosen on validation between the
             # fine-tuning rate of the DML literature and ten times it; the paper's variants
             # and the five best other methods of the small-CNN table (by validation Recall@1).
+            # 6 epochs (420 steps), so that the last 3 validated epochs can be compared with
+            # the 3 before.
             Backbone(
                 "efficientnet_lite0",
-                {**_EFFICIENTNET, **_VALIDATED, "epochs": 2},
+                {**_EFFICIENTNET, **_VALIDATED, "epochs": 6},
                 methods=(*VMF_METHODS, "vmf-class-kappa"),
                 tune={"lr": (1e-4, 1e-3)},
                 tune_methods=_TUNE_PANEL,
