@@ -286,7 +286,8 @@ def test_tuning_table_shows_the_panel_mean_that_chooses() -> None:
     ]
     text = render(runs)
     assert "## Settings chosen on validation" in text
-    assert "| mean of the panel (chooses) | 80.0 | **85.0** |" in text
+    assert "| mean of the panel (chooses) | 80.0 | 85.0 |" in text
+    assert "Chosen: efficientnet_lite0 lr=0.001 (panel mean 85.0)." in text
 
 
 def test_tail_change_compares_the_last_three_validated_epochs_with_the_three_before() -> None:

@@ -314,7 +314,7 @@ def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
     if not settings:
         return []
     methods = _methods_of(cells, "tuning")
-    columns = [Column("val_recall@1", s) for s in settings]
+    columns = [Column("val_recall@1", s, higher_is_better=None) for s in settings]
     rows = [
         (m, [cell_stat(cells.get(("tuning", s, m), []), "val_recall@1") for s in settings])
         for m in methods
@@ -336,7 +336,18 @@ def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
         "",
         markdown_table(["method", *settings], [*rows, mean_row], columns),
         "",
+        *_chosen_lines(settings, means),
     ]
+
+
+def _chosen_lines(settings: Sequence[str], means: Sequence[Stat | None]) -> list[str]:
+    """The candidate each tuned backbone and key takes: the best panel mean (the first on a tie)."""
+    best: dict[str, tuple[float, str]] = {}
+    for setting, mean in zip(settings, means, strict=True):
+        group = setting.rsplit("=", 1)[0]
+        if mean is not None and (group not in best or mean.mean > best[group][0]):
+            best[group] = (mean.mean, setting)
+    return [f"Chosen: {setting} (panel mean {100 * m:.1f})." for m, setting in best.values()] + [""]
 
 
 def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
