@@ -336,7 +336,14 @@ def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
         "",
         markdown_table(["method", *settings], [*rows, mean_row], columns),
         "",
-        *_chosen_lines(settings, means),
+        *(
+            _chosen_lines(settings, means)
+            if all(st is not None for _, stats in rows for st in stats)
+            else [
+                "Not chosen yet: a tuning run is missing (the benchmark chooses once all have run).",
+                "",
+            ]
+        ),
     ]
 
 
