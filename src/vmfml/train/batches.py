@@ -99,6 +99,26 @@ def eval_batches(
     yield from loader
 
 
+def _shard_batches(
+    dataset: Any,
+    preprocessing: dict[str, Any],
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    desc: str,
+) -> Any:
+    """This process's share of a data set in evaluation batches, behind a progress bar shown
+    by process 0 only."""
+    rows = shard_rows(len(dataset))
+    return tqdm(
+        eval_batches(dataset, batch_size, preprocessing, num_workers, rows),
+        total=-(-len(rows) // batch_size),
+        desc=desc,
+        disable=None if progress and is_main() else True,
+        leave=False,
+    )
+
+
 def embed_dataset(
     model: torch.nn.Module,
     dataset: Any,
@@ -115,15 +135,7 @@ def embed_dataset(
     In a multi-process run each process embeds its shard and every process gets all rows, in
     the data set's order.
     """
-    rows = shard_rows(len(dataset))
-    batches = eval_batches(dataset, batch_size, preprocessing, num_workers, rows)
-    bar = tqdm(
-        batches,
-        total=-(-len(rows) // batch_size),
-        desc=desc,
-        disable=None if progress and is_main() else True,
-        leave=False,
-    )
+    bar = _shard_batches(dataset, preprocessing, batch_size, num_workers, progress, desc)
     feats = [z for z, _ in embed_batches(model, bar, device, normalize=False, precision=precision)]
     local = torch.cat(feats) if feats else torch.empty(0, int(model.embed_dim), device=device)  # type: ignore[arg-type]
     features = gather_rows(local, len(dataset)).cpu()
@@ -144,13 +156,5 @@ def class_sums_of(
     """The per-class sums `[C, D]` of the unit embeddings of a whole (training) set and the class
     counts `[C]`: what `global` refreshes from and what nearest-class-mean accuracy uses. In a
     multi-process run each process embeds its shard and the sums are added over processes."""
-    rows = shard_rows(len(dataset))
-    batches = eval_batches(dataset, batch_size, preprocessing, num_workers, rows)
-    bar = tqdm(
-        batches,
-        total=-(-len(rows) // batch_size),
-        desc=desc,
-        disable=None if progress and is_main() else True,
-        leave=False,
-    )
+    bar = _shard_batches(dataset, preprocessing, batch_size, num_workers, progress, desc)
     return compute_class_sums(model, bar, len(dataset.class_names), device, precision=precision)
