@@ -175,3 +175,48 @@ def test_quick_plan_records_fill_every_table_cell(tmp_path: Path) -> None:
     assert groups == {tuple(g) for s in specs for g in s.groups}
     line = results_path(tmp_path).read_text().splitlines()[0]
     assert json.loads(line)["profile"] == "test"
+
+
+@pytest.mark.slow
+def test_a_run_cut_short_goes_on_from_its_checkpoint(
+    tmp_path: Path, fashion_sample: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real training: a run interrupted after its first epoch (Ctrl-C, a session's end) resumes
+    from that epoch's checkpoint and ends exactly where an uninterrupted run does."""
+    from vmfml.train import loop
+
+    settings = {"depth": 1, "width": 0.5, "batch_size": 100, "train_subset": 1500}
+    one = RunSpec(
+        "vmf", 0, {**settings, "loss": "vmf", "epochs": 2, "seed": 0}, [Group("c", "x")], "p", "p"
+    )
+
+    def bench(results: Path) -> object:
+        return run_benchmark([one], results, profile="test", progress=False)
+
+    bench(tmp_path / "whole")
+    real_save = loop.atomic_save
+
+    def save_then_interrupt(obj: object, path: Path) -> None:
+        real_save(obj, path)
+        if Path(path).name == loop.CHECKPOINT:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "atomic_save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        bench(tmp_path / "cut")
+    monkeypatch.undo()
+    assert read_records(tmp_path / "cut") == []
+    [epoch_one] = loop.load_checkpoint(tmp_path / "cut" / "runs" / one.run_id / loop.CHECKPOINT)[
+        "history"
+    ]
+
+    bench(tmp_path / "cut")
+    [whole] = read_records(tmp_path / "whole")
+    [resumed] = read_records(tmp_path / "cut")
+    assert resumed["status"] == "ok" and resumed["resumed"] and "resumed" not in whole
+    # Epoch 1 is the interrupted attempt's, timings included: it was not trained again.
+    assert resumed["history"][0] == epoch_one and resumed["history"][1]["epoch"] == 2
+    for key in ("accuracy", "classifier_accuracy"):
+        assert resumed["metrics"][key] == pytest.approx(whole["metrics"][key], abs=1e-6), key
+    last = resumed["history"][-1]["train_loss"]
+    assert last == pytest.approx(whole["history"][-1]["train_loss"], rel=1e-5)

@@ -197,13 +197,14 @@ def _load_fn(path: str) -> Callable[..., Any]:
 
 
 def execute(task: dict[str, Any]) -> dict[str, Any]:
-    """Train one run and return its record (never raises for a failed run, except interrupts).
+    """Train one run, or go on with one cut short, and return its record (never raises for a failed
+    run, except interrupts).
 
     `task` holds the spec's fields plus `device`, `work_dir`, `threads`, `train_fn`,
     `keep_checkpoint`, `profile`, `git_commit`, `git_dirty`.
     """
     from vmfml.train.config import load_config
-    from vmfml.train.loop import TrainingDiverged, resolve_device
+    from vmfml.train.loop import TrainingDiverged, resolve_device, resumable
 
     out_dir = Path(task["work_dir"]) / task["run_id"]
     record: dict[str, Any] = {
@@ -222,7 +223,11 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         }
         config = load_config(None, overrides)
         record["machine"] = machine_info(str(resolve_device(config.device)))
-        result = _load_fn(task["train_fn"])(config, resume=False)
+        # A run cut short (Ctrl-C, a session's end) left its checkpoint: go on from its last epoch.
+        resume = resumable(out_dir, config)
+        if resume:
+            record["resumed"] = True
+        result = _load_fn(task["train_fn"])(config, resume=resume)
     except TrainingDiverged as err:
         record.update(status="diverged", error=str(err))
     except Exception as err:  # one failed run must not stop the benchmark: record it, go on

@@ -611,6 +611,31 @@ def _check_finite(state: dict[str, Tensor], epoch: int, ckpt_path: Path) -> None
             )
 
 
+def resumable(out_dir: str | Path, config: TrainConfig) -> bool:
+    """Whether `out_dir` holds a checkpoint that `train(config, resume=True)` would continue.
+
+    False for no checkpoint, an unreadable one, or one saved with other settings.
+    """
+    path = Path(out_dir) / CHECKPOINT
+    if not path.is_file():
+        return False
+    try:
+        saved = load_checkpoint(path)["config"]
+    except Exception:  # a torn or foreign file: the run starts afresh and replaces it
+        return False
+    return not _changed_settings(saved, config)
+
+
+def _changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The settings of `config` that differ from a checkpoint's and may not change on resume."""
+    current = config.to_dict()
+    fixed = RUNTIME_KEYS | RESUME_KEYS
+    changed = [k for k in current if k not in fixed and k in saved and saved[k] != current[k]]
+    if config.learn_kappa and saved.get("kappa", config.kappa) != config.kappa:
+        changed.append("kappa")  # a learned kappa is state: --kappa only set its start
+    return changed
+
+
 def _restore(
     path: Path,
     config: TrainConfig,
@@ -626,10 +651,7 @@ def _restore(
     ckpt = load_checkpoint(path)
     saved = ckpt["config"]
     current = config.to_dict()
-    fixed = RUNTIME_KEYS | RESUME_KEYS
-    changed = [k for k in current if k not in fixed and k in saved and saved[k] != current[k]]
-    if config.learn_kappa and saved.get("kappa", config.kappa) != config.kappa:
-        changed.append("kappa")  # a learned kappa is state: --kappa only set its start
+    changed = _changed_settings(saved, config)
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise ValueError(
