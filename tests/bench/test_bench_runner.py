@@ -16,7 +16,7 @@ import pytest
 from bench_fake_trainer import expected_accuracy
 
 from vmfml.bench.profiles import Group, RunSpec, get_profile, plan
-from vmfml.bench.runner import read_records, results_path, run_benchmark
+from vmfml.bench.runner import git_commit, read_records, results_path, run_benchmark
 
 FAKE = "bench_fake_trainer:train"
 HERE = Path(__file__).resolve().parent
@@ -220,3 +220,25 @@ def test_a_run_cut_short_goes_on_from_its_checkpoint(
         assert resumed["metrics"][key] == pytest.approx(whole["metrics"][key], abs=1e-6), key
     last = resumed["history"][-1]["train_loss"]
     assert last == pytest.approx(whole["history"][-1]["train_loss"], rel=1e-5)
+
+
+def test_the_tracked_results_folder_does_not_make_the_code_dirty(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "results.jsonl").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+
+    (results / "results.jsonl").write_text("{}\n{}\n")  # the benchmark appended a record
+    commit, dirty = git_commit(ignore=results, repo=tmp_path)
+    assert len(commit) == 40 and dirty is False
+    assert git_commit(repo=tmp_path)[1] is True  # without `ignore` it counts
+    (tmp_path / "code.py").write_text("x = 2\n")  # the code changed
+    assert git_commit(ignore=results, repo=tmp_path)[1] is True

@@ -150,10 +150,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def git_commit() -> tuple[str, bool | None]:
+def git_commit(
+    ignore: str | Path | None = None, repo: str | Path | None = None
+) -> tuple[str, bool | None]:
     """(commit of the source tree, whether it has uncommitted changes); $VMFML_GIT_COMMIT when
-    the tree is not a git checkout (a copy on another machine)."""
-    repo = Path(__file__).resolve().parents[3]
+    the tree is not a git checkout (a copy on another machine).
+
+    Changes under `ignore` do not count: the benchmark's own results folder, when it is tracked,
+    changes with every record and says nothing about the code that made them.
+    """
+    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[3]
     try:
         commit = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"],
@@ -169,9 +175,17 @@ def git_commit() -> tuple[str, bool | None]:
             timeout=10,
             check=True,
         ).stdout
-        return commit, bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("VMFML_GIT_COMMIT", "unknown"), None
+    changed = [line[3:].split(" -> ")[-1] for line in status.splitlines() if line.strip()]
+    if ignore is not None:
+        try:
+            skip = Path(ignore).resolve().relative_to(repo.resolve()).as_posix() + "/"
+        except ValueError:  # outside the repository: nothing of it is listed anyway
+            skip = None
+        if skip is not None:
+            changed = [path for path in changed if not path.startswith(skip)]
+    return commit, bool(changed)
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -323,7 +337,7 @@ def run_benchmark(
     if max_runs is not None:
         summary.not_started += max(0, len(todo) - max_runs)
         todo = todo[:max_runs]
-    commit, dirty = git_commit()
+    commit, dirty = git_commit(ignore=results_dir)
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
 
     def task_of(spec: RunSpec) -> dict[str, Any]:
