@@ -301,3 +301,24 @@ def test_tail_change_compares_the_last_three_validated_epochs_with_the_three_bef
     short = validated("s", "triplet", 0, [["retrieval", "small_cnn"]], [0.1, 0.2], 0.5)
     assert metric(short, "val_tail_change") is None  # too few epochs to tell
     assert metric(record("n", "triplet", 0, [["retrieval", "small_cnn"]]), "val_recall@1") is None
+
+
+def test_a_backbone_table_lists_only_the_methods_it_ran(records: list[dict[str, Any]]) -> None:
+    scores = {"recall@1": 0.9, "recall@2": 0.95, "map@r": 0.4, "nmi": 0.7}
+    efficientnet = record("e-0", "softmax", 0, [["retrieval", "efficientnet_lite0"]], **scores)
+    triplet = record("s-0", "triplet", 1, [["retrieval", "small_cnn"]], **scores)
+    text = render([*records, efficientnet, triplet])
+    first = text.index("### Backbone: efficientnet_lite0")
+    second = text.index("### Backbone: small_cnn")
+    rows = {
+        "efficientnet_lite0": text[first:second],
+        "small_cnn": text[second : text.index("\n## ", second)],
+    }
+    assert "| softmax | 90.0 |" in rows["efficientnet_lite0"]
+    assert "| vmf-global |" not in rows["efficientnet_lite0"]
+    assert "| triplet |" not in rows["efficientnet_lite0"]
+    assert (
+        "| vmf-global | 70.0 |" in rows["small_cnn"]
+        and "| triplet | **90.0** |" in rows["small_cnn"]
+    )
+    assert "| softmax |" not in rows["small_cnn"]

@@ -94,7 +94,7 @@ def test_the_plan_adds_efficientnet_runs_once_their_choices_are_made() -> None:
     assert len(full) == (len(EFFNET.methods or ()) + 5) * 3
     # A tuning run whose settings equal a table run is trained once and fills both cells.
     both = {(s.method, s.seed) for s in full if len(s.groups) == 2}
-    assert both == {("vmf-accumulate", 0), ("proxy_anchor", 0)}
+    assert both == {("softmax", 0), ("vmf-accumulate", 0), ("proxy_anchor", 0)}
     lines = choices_report(CONVERGED, tuned + small_cnn_table())
     assert lines[0] == "efficientnet_lite0: lr = 0.001 (best mean validation Recall@1 of the panel)"
     assert "= cosface, arcface, normalized_softmax, proxy_anchor, proxy_nca" in lines[1]

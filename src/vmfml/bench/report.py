@@ -243,9 +243,13 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
         present = [
             c for c in _RETRIEVAL_COLUMNS if any(metric(r, c.key) is not None for r in records)
         ]
+        # A backbone's rows are the methods it ran (EfficientNet-Lite0 may run a chosen few).
+        methods = [
+            m for m in _methods_of(cells, "retrieval") if ("retrieval", backbone, m) in cells
+        ]
         rows = [
             (m, [cell_stat(cells.get(("retrieval", backbone, m), []), c.key) for c in present])
-            for m in _methods_of(cells, "retrieval")
+            for m in methods
         ]
         validated = [
             c for c in _VALIDATION_COLUMNS if any(metric(r, c.key) is not None for r in records)
