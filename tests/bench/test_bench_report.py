@@ -227,6 +227,17 @@ def test_claims_are_paired_differences_by_seed(records: list[dict[str, Any]]) ->
     )
     assert "claim 3" not in claims  # the only tuple-loss run diverged
 
+    # Claim 1 on a retrieval table: the paper's global against softmax, paired by seed.
+    scores = {"recall@2": 0.9, "map@r": 0.3, "nmi": 0.6}
+    softmax = record(
+        "rs-0", "softmax", 0, [["retrieval", "small_cnn"]], **{"recall@1": 0.65}, **scores
+    )
+    claims = render([*records, softmax])
+    assert (
+        "| claim 1: vMF (global) vs softmax CE | retrieval small_cnn | recall@1 | +5.0 | 1/1 |"
+        in claims
+    )
+
 
 def validated(
     run_id: str, method: str, seed: int, groups: list[list[str]], curve: list[float], test_r1: float

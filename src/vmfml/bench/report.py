@@ -520,6 +520,7 @@ _CLAIMS = tuple(
         ("classification", g, "softmax", f"claim 1: vMF ({name}) vs softmax CE"),
         ("classification", g, "vmf-learned", f"claim 2: {name} vs learned directions"),
         ("classification", "vmf-accumulate", g, f"accumulate vs {name} (no extra pass)"),
+        ("retrieval", g, "softmax", f"claim 1: vMF ({name}) vs softmax CE"),
         ("retrieval", g, "vmf-learned", f"claim 2: {name} vs learned directions"),
         ("retrieval", g, "triplet", f"claim 3: vMF ({name}) vs triplet"),
         ("retrieval", g, "contrastive", f"claim 3: vMF ({name}) vs contrastive"),
