@@ -6,13 +6,18 @@ seeded random start, as a run begins) retrieve the 6 validation classes of the c
 profile (2 held out of each source's training classes, split_seed 0), at each candidate size,
 and what each size costs in inference images/s. The test classes are not loaded into the choice.
 
-    .venv/bin/python benchmarks/efficientnet_input_size.py [--sizes 32 48 64 96]
+`--test-size N` then evaluates the network before any training at the chosen size on the test
+classes, as a run evaluates its kept epoch: the reference row "ImageNet features, no training" of
+BENCHMARKS.md 5.8.
+
+    .venv/bin/python benchmarks/efficientnet_input_size.py [--sizes 32 48 64 96] [--test-size 64]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +26,12 @@ from vmfml.metrics import retrieval_metrics
 from vmfml.train.batches import embed_dataset
 from vmfml.train.config import load_config
 from vmfml.train.datasets import build_datasets
+from vmfml.train.evaluation import evaluate_model
 from vmfml.train.loop import build_model, seed_everything
 
 
-def measure(size: int) -> dict[str, float]:
+def untrained(size: int) -> tuple[Any, Any, Any]:
+    """The converged profile's data and EfficientNet-Lite0 at `size` px, as a run starts."""
     config = load_config(
         None,
         {
@@ -40,7 +47,11 @@ def measure(size: int) -> dict[str, float]:
     )
     data = build_datasets(config)
     seed_everything(config.seed)
-    model = build_model(config, data).eval()
+    return config, data, build_model(config, data).eval()
+
+
+def measure(size: int) -> dict[str, float]:
+    _, data, model = untrained(size)
     start = time.perf_counter()
     feats, labels = embed_dataset(
         model, data.val, dict(model.preprocessing), torch.device("cpu"), batch_size=256
@@ -54,9 +65,27 @@ def measure(size: int) -> dict[str, float]:
     }
 
 
+def test_figures(size: int) -> dict[str, Any]:
+    """Test-class metrics of the network before any training, as a run's final evaluation."""
+    config, data, model = untrained(size)
+    metrics, _, _ = evaluate_model(
+        model,
+        None,
+        data.train,
+        data.test,
+        dict(model.preprocessing),
+        torch.device("cpu"),
+        config.eval_ks,
+        data.disjoint,
+        progress=False,
+    )
+    return metrics
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 48, 64, 96])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[32, 48, 64, 96])
+    parser.add_argument("--test-size", type=int, help="then the test figures at this size")
     args = parser.parse_args()
     print("| input px | val R@1 | val MAP@R | inference images/s |")
     print("|--:|--:|--:|--:|")
@@ -66,6 +95,14 @@ def main() -> None:
             f"| {size} | {100 * m['val_recall@1']:.1f} | {100 * m['val_map@r']:.1f} | {m['images_per_s']:.0f} |",
             flush=True,
         )
+    if args.test_size:
+        m = test_figures(args.test_size)
+        keys = [k for k in ("recall@1", "recall@2", "recall@4", "recall@8") if k in m]
+        keys += ["map@r", "r_precision", "nmi"]
+        print(f"\ntest classes, {args.test_size} px, before any training:")
+        print("| " + " | ".join(keys) + " |")
+        print("|" + "--:|" * len(keys))
+        print("| " + " | ".join(f"{100 * m[k]:.1f}" for k in keys) + " |", flush=True)
 
 
 if __name__ == "__main__":
