@@ -242,3 +242,18 @@ def test_the_tracked_results_folder_does_not_make_the_code_dirty(tmp_path: Path)
     assert git_commit(repo=tmp_path)[1] is True  # without `ignore` it counts
     (tmp_path / "code.py").write_text("x = 2\n")  # the code changed
     assert git_commit(ignore=results, repo=tmp_path)[1] is True
+
+
+def test_pretrained_runs_recorded_before_keep_start_existed_are_the_profiles_runs() -> None:
+    """They kept their best trained epoch, as the profiles' keep_start false does: same id."""
+    from vmfml.bench.profiles import get_profile, plan
+    from vmfml.bench.runner import current_id
+
+    specs = plan(get_profile("cpu"), ["retrieval"])
+    pretrained = [s for s in specs if s.settings.get("pretrained")]
+    scratch = [s for s in specs if not s.settings.get("pretrained")]
+    assert pretrained and scratch
+    for s in (pretrained[0], scratch[0]):
+        old = {k: v for k, v in s.settings.items() if k != "keep_start"}
+        assert current_id({"settings": old, "run_id": "0123456789abcdef"}) == s.run_id
+    assert pretrained[0].settings["keep_start"] is False

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,119 @@ def test_split_seed_holds_the_class_split_across_seeds_and_validation_takes_each
         assert sum(name.startswith(f"{source}/") for name in val) == 2
     # Without --split-seed, --seed draws the split (the behaviour runs recorded before it had).
     assert split(seed=1)[2] != split(seed=0)[2]
+
+
+TIMM = "mobilenetv3_small_050"  # 0.6M parameters: a pretrained backbone that runs fast on CPU
+
+
+@pytest.fixture()
+def backbone_weights(tmp_path: Path) -> Path:
+    """A local weights file for the timm backbone: the network starts trained (--weights)."""
+    import timm
+
+    torch.manual_seed(0)
+    path = tmp_path / "backbone.pth"
+    torch.save(timm.create_model(TIMM, num_classes=0).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("scores", "keep_start", "kept_epoch", "warns"),
+    [
+        ([0.9, 0.5, 0.6], True, 0, True),  # training only harms: the start is kept
+        ([0.9, 0.5, 0.6], False, 2, True),  # ... unless --keep-start false
+        ([0.5, 0.6, 0.7], True, 2, False),  # training helps: the usual best epoch
+        ([0.6, 0.6, 0.5], True, 0, True),  # a tie does not replace the start
+    ],
+)
+def test_a_pretrained_network_is_validated_before_training_and_kept_when_training_harms(
+    tmp_path: Path,
+    ten_class_folder: Path,
+    backbone_weights: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scores: list[float],
+    keep_start: bool,
+    kept_epoch: int,
+    warns: bool,
+) -> None:
+    """Scripted validation scores over the real validation pass: the first call is the network
+    before training (epoch 0). The test set is evaluated on the weights of the epoch kept, which
+    best.pt holds, and a resume keeps them."""
+    states: list[dict[str, torch.Tensor]] = []  # the weights at each validation
+    queue = iter(scores)
+    real = loop.validate
+
+    def scripted(model: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[str, float]:
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {**real(model, *args, **kwargs), "val_score": next(queue)}
+
+    evaluated: list[dict[str, torch.Tensor]] = []
+    real_evaluate = loop.evaluate_model
+
+    def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        evaluated.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate", scripted)
+    monkeypatch.setattr(loop, "evaluate_model", spy)
+    out = tmp_path / "run"
+    settings = {
+        **{k: v for k, v in QUICK.items() if k not in ("depth", "width")},
+        "data": str(ten_class_folder),
+        "split": "class-disjoint",
+        "val_fraction": 0.4,
+        "model": f"timm:{TIMM}",
+        "weights": str(backbone_weights),
+        "image_size": 32,
+        "embed_dim": 16,
+        "epochs": 2,
+        "keep_start": keep_start,
+        "out_dir": str(out),
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = loop.train(load_config(None, settings))
+    said = [str(w.message) for w in caught if "did not beat the pretrained" in str(w.message)]
+    assert len(said) == int(warns)
+    if warns:
+        assert ("network before training is kept" in said[0]) == keep_start
+
+    assert len(states) == 3  # before training, then after each of the 2 epochs
+    kept = result.metrics["kept"]
+    assert kept["epoch"] == kept_epoch
+    assert kept["val_score_before_training"] == scores[0]
+    assert kept["training_helped"] == (not warns)
+    assert result.metrics["before_training"]["val_score"] == scores[0]
+    assert [r["epoch"] for r in result.history] == [1, 2]  # epoch 0 is not a trained epoch
+    for name, value in states[kept_epoch].items():
+        assert torch.equal(evaluated[0][name], value), name
+    best = load_checkpoint(out / "best.pt")
+    assert best["epoch"] == kept_epoch
+    for name, value in best["model"]["state_dict"].items():
+        assert torch.equal(value, states[kept_epoch][name]), name
+
+    # A resume of the finished run validates nothing again and keeps the same epoch.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = loop.train(load_config(None, settings), resume=True)
+    assert len([w for w in caught if "did not beat" in str(w.message)]) == int(warns)
+    assert len(states) == 3
+    assert again.metrics["kept"] == kept
+    assert again.metrics["before_training"] == result.metrics["before_training"]
+
+
+def test_a_network_trained_from_scratch_is_not_validated_before_training(
+    tmp_path: Path, fashion_sample: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = loop.validate
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, float]:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate", counted)
+    result = loop.train(load_config(None, {**QUICK, "epochs": 2, "out_dir": str(tmp_path)}))
+    assert len(calls) == 2
+    assert "before_training" not in result.metrics
+    assert "training_helped" not in result.metrics["kept"]

@@ -186,6 +186,14 @@ class TrainConfig:
             "without a better validation score (0: never stop early)"
         },
     )
+    keep_start: bool = field(
+        default=True,
+        metadata={
+            "help": "with a pretrained backbone (--pretrained, --weights): validate the network "
+            "before training too, and keep it when no trained epoch scores higher (a warning "
+            "says so); false: keep the best trained epoch"
+        },
+    )
     batch_size: int = field(
         default=256,
         metadata={
@@ -308,6 +316,11 @@ class TrainConfig:
         if self.model == "small_cnn" and given & {"pretrained", "weights"}:
             raise ValueError("small_cnn has no pretrained weights: --pretrained and --weights "
                              "apply to timm and efficientnet_lite0 models")  # fmt: skip
+        if "keep_start" in given and not (self.pretrained or self.weights):
+            raise ValueError(
+                "--keep-start applies to a pretrained backbone (--pretrained true or --weights): "
+                "a network trained from scratch is not validated before training"
+            )
         if "test_fraction" in given and (
             self.split == "class-disjoint" or self.data == "fashion-mnist"
         ):

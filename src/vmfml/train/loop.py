@@ -12,6 +12,10 @@ the global batch), the loss's own collectives keep the mean directions identical
 process 0 writes the files. A checkpoint is written atomically after every epoch; `resume=True`
 continues from it, with any number of processes, and ends with the same weights as an
 uninterrupted run.
+
+A pretrained network is validated before its first step too: fine-tuning on a few classes can
+make ImageNet features worse for unseen classes (BENCHMARKS.md 5.8), and then the run keeps the
+network it started from (`keep_start`) and warns.
 """
 
 from __future__ import annotations
@@ -294,9 +298,38 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     start_epoch, step = 0, 0
     stopper = EarlyStopping(config.patience)
     best: dict[str, Any] | None = None  # the kept epoch's checkpoint (validation only)
+    # Validation of the network before training (a pretrained one only).
+    before: dict[str, float] | None = None
     ckpt_path = out / CHECKPOINT
+
+    def snapshot(epoch: int, stop_reason: str | None) -> dict[str, Any]:
+        """The run's state after `epoch` epochs (0: before training): checkpoint.pt's content."""
+        return {
+            "format": "vmfml-checkpoint",
+            "version": 1,
+            "model": model_entry(model),
+            "class_names": list(data.train.class_names),
+            "loss": {
+                "name": config.loss,
+                "options": config.loss_options(),
+                "state_dict": loss.checkpoint_state(),  # on every process: it may sum over them
+                "num_classes": data.num_classes,
+            },
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "epochs": epochs,
+            "step": step,
+            "history": history,
+            "before_training": before,
+            "early_stopping": stopper.state(),
+            "stop_reason": stop_reason,
+            "config": config.to_dict(),
+        }
+
     if resume:
-        start_epoch, step, history, stopper_state = _restore(
+        start_epoch, step, history, stopper_state, before = _restore(
             ckpt_path, config, model, loss, optimizer, schedule
         )
         if stopper_state is not None:
@@ -314,6 +347,16 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         loss.start(full_pass)
     if main:
         print(_describe_run(config, data, model, device, precision, world, epochs, steps_per_epoch))
+    if not resume and data.val is not None and _starts_pretrained(config):
+        before = validate(
+            model, loss, data.val, data.disjoint, device, precision, config.num_workers
+        )
+        if main:
+            print(f"before training: {_summary(before)}", flush=True)
+        if config.keep_start and stopper.update(before["val_score"], 0):
+            best = _in_memory(snapshot(0, None))
+            if main:
+                atomic_save(_kept(best), out / BEST)
 
     started = time.monotonic()
     stop_reason = _stop_reason(stopper, started, config.max_minutes, start_epoch, epochs)
@@ -387,47 +430,25 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
             improved = stopper.update(record["val_score"], epoch)
         history.append(record)
         stop_reason = _stop_reason(stopper, started, config.max_minutes, epoch, epochs)
-        loss_state = loss.checkpoint_state()  # on every process: it may sum over them
-        _check_finite({**model.state_dict(), **loss_state}, epoch - 1, ckpt_path)
-        ckpt = {
-            "format": "vmfml-checkpoint",
-            "version": 1,
-            "model": model_entry(model),
-            "class_names": list(data.train.class_names),
-            "loss": {
-                "name": config.loss,
-                "options": config.loss_options(),
-                "state_dict": loss_state,
-                "num_classes": data.num_classes,
-            },
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "epochs": epochs,
-            "step": step,
-            "history": history,
-            "early_stopping": stopper.state(),
-            "stop_reason": stop_reason,
-            "config": config.to_dict(),
-        }
+        ckpt = snapshot(epoch, stop_reason)
+        _check_finite({**model.state_dict(), **ckpt["loss"]["state_dict"]}, epoch - 1, ckpt_path)
         if improved:
             # Every process keeps the best weights in memory, as every process ends with them.
-            best = {
-                **ckpt,
-                "model": copy.deepcopy(ckpt["model"]),
-                "loss": copy.deepcopy(ckpt["loss"]),
-            }
+            best = _in_memory(ckpt)
         if main:
             atomic_save(ckpt, ckpt_path)
             if improved:
                 atomic_save(_kept(ckpt), out / BEST)
-            summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
-            print(f"epoch {epoch}/{epochs}: {summary}", flush=True)
+            print(f"epoch {epoch}/{epochs}: {_summary(record)}", flush=True)
 
     kept = _keep(model, loss, best, stopper, epoch, stop_reason, data.val is not None)
+    if before is not None:
+        kept["val_score_before_training"] = before["val_score"]
+        kept["training_helped"] = _training_helped(before, history)
     if main:
         print(kept["report"], flush=True)
+        if before is not None and not kept["training_helped"]:
+            warnings.warn(_not_helped(before, history, config.keep_start), stacklevel=3)
     metrics, test_emb, test_labels = evaluate_model(
         model,
         loss,
@@ -446,6 +467,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     if not main:
         return RunResult(metrics={}, history=history, out_dir=out)
     metrics["kept"] = kept
+    if before is not None:
+        metrics["before_training"] = before
     metrics["timing"] = _timing(history)
     metrics["run"] = {
         "config": config.to_dict(),
@@ -461,7 +484,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     if config.plots:
         from vmfml.train.plots import plot_embedding, plot_history
 
-        plot_history(history, out / "training_curves.png", kept_epoch=kept["epoch"])
+        plot_history(history, out / "training_curves.png", kept_epoch=kept["epoch"], before=before)
         class_names = data.test.class_names
         plot_embedding(test_emb, test_labels, class_names, out / "embedding.png", seed=config.seed)
     return RunResult(metrics=metrics, history=history, out_dir=out)
@@ -499,6 +522,47 @@ def _describe_run(
         f"device: {device}, precision {precision}" + (f", {world} processes" if world > 1 else ""),
     ]
     return "\n".join(lines)
+
+
+def _starts_pretrained(config: TrainConfig) -> bool:
+    """Whether the network starts from trained weights, a candidate to keep in its own right."""
+    return config.model != "small_cnn" and (config.pretrained or config.weights is not None)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+
+
+def _in_memory(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a checkpoint's model and loss that training does not change."""
+    return {**ckpt, "model": copy.deepcopy(ckpt["model"]), "loss": copy.deepcopy(ckpt["loss"])}
+
+
+def _training_helped(before: dict[str, float], history: list[dict[str, Any]]) -> bool:
+    """Whether a trained epoch scored higher on validation than the network before training."""
+    scores = [r["val_score"] for r in history if "val_score" in r]
+    return bool(scores) and max(scores) > before["val_score"]
+
+
+def _not_helped(before: dict[str, float], history: list[dict[str, Any]], kept_start: bool) -> str:
+    scores = [(r["val_score"], r["epoch"]) for r in history if "val_score" in r]
+    trained = (
+        f"the best trained epoch scored {max(scores)[0]:.4f} (epoch {max(scores)[1]})"
+        if scores
+        else "no trained epoch was validated"
+    )
+    kept = (
+        "the network before training is kept (best.pt, epoch 0; --keep-start false keeps the "
+        "best trained epoch instead)"
+        if kept_start
+        else "the best trained epoch is kept (--keep-start false)"
+    )
+    return (
+        f"training did not beat the pretrained network on validation: it scored "
+        f"{before['val_score']:.4f} before training and {trained}. What it learnt of the "
+        f"training classes did not carry over to the held-out ones; {kept}. A lower --lr, "
+        "fewer epochs or more classes may help."
+    )
 
 
 def _validate_now(every: int, epoch: int, epochs: int) -> bool:
@@ -547,12 +611,13 @@ def _keep(
         }
     model.load_state_dict(best["model"]["state_dict"])
     loss.restore_state(best["loss"]["state_dict"])
+    what = "the network before training" if stopper.best_epoch == 0 else "it"
     return {
         "epoch": stopper.best_epoch,
         "reason": stop_reason,
         "val_score": stopper.best_score,
         "report": f"kept epoch {stopper.best_epoch} of {last_epoch} ({stop_reason}): the best "
-        f"validation score, {stopper.best_score:.4f}; the test set is evaluated on it",
+        f"validation score, {stopper.best_score:.4f}; the test set is evaluated on {what}",
     }
 
 
@@ -643,7 +708,8 @@ def _restore(
     loss: MetricLoss,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LambdaLR,
-) -> tuple[int, int, list[dict[str, Any]], dict[str, Any] | None]:
+) -> tuple[int, int, list[dict[str, Any]], dict[str, Any] | None, dict[str, float] | None]:
+    """Load a checkpoint into the run: (epoch, step, history, early stopping, validation before training)."""
     if not path.is_file():
         raise FileNotFoundError(
             f"--resume: no checkpoint at {path}; start the run without --resume"
@@ -671,4 +737,10 @@ def _restore(
             group["initial_lr"] *= ratio
             group["lr"] *= ratio
     history = list(ckpt["history"])
-    return int(ckpt["epoch"]), int(ckpt["step"]), history, ckpt.get("early_stopping")
+    return (
+        int(ckpt["epoch"]),
+        int(ckpt["step"]),
+        history,
+        ckpt.get("early_stopping"),
+        ckpt.get("before_training"),
+    )

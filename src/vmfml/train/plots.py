@@ -16,9 +16,13 @@ from vmfml.files import save_figure_atomic  # noqa: E402
 
 
 def plot_history(
-    history: list[dict[str, Any]], path: str | Path, kept_epoch: int | None = None
+    history: list[dict[str, Any]],
+    path: str | Path,
+    kept_epoch: int | None = None,
+    before: dict[str, float] | None = None,
 ) -> None:
-    """Training loss, and training and validation scores against epochs (the kept epoch marked)."""
+    """Training loss, and training and validation scores against epochs (the kept epoch marked;
+    the validation of a pretrained network before training, when given, at epoch 0)."""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o")
@@ -30,6 +34,8 @@ def plot_history(
     )
     for key, label in curves:
         points = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
+        if points and before is not None and before.get(key) is not None:
+            points.insert(0, (0, before[key]))
         if points:
             xs, ys = zip(*points, strict=True)
             ax_acc.plot(xs, ys, marker="o", label=label)
