@@ -333,3 +333,6 @@ def test_a_backbone_table_lists_only_the_methods_it_ran(records: list[dict[str, 
         and "| triplet | **90.0** |" in rows["small_cnn"]
     )
     assert "| softmax |" not in rows["small_cnn"]
+    cost = text[text.index("### Cost: retrieval, efficientnet_lite0") :]
+    cost = cost[: cost.index("### Cost: retrieval, small_cnn")]
+    assert "| softmax |" in cost and "| triplet |" not in cost and "| vmf-global |" not in cost

@@ -433,6 +433,7 @@ def cost_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> lis
                     ],
                 )
                 for m in _methods_of(cells, experiment)
+                if (experiment, setting, m) in cells  # the methods this setting ran
             ]
             peers = sorted({r.get("concurrent_runs", 1) for r in records})
             machines = sorted(
