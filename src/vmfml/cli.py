@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -58,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
-        return int(module.run(args) or 0)
+        with warnings.catch_warnings():  # restores Python's warning display on return
+            warnings.showwarning = _one_line_warnings(args.command)
+            return int(module.run(args) or 0)
     # User errors (bad values, missing files, unknown keys) are raised as these types by the parts.
     except (ValueError, FileNotFoundError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
@@ -74,6 +79,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vmfml {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warnings(command: str) -> Any:
+    """vmfml's own warnings (bad images skipped, no validation split, training that did not
+    help) print as one line, `vmfml CMD: warning: MESSAGE`; other libraries' keep Python's
+    format, with the file and line that raised them."""
+    package = str(Path(__file__).resolve().parent)
+    default = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if category is UserWarning and str(Path(filename).resolve()).startswith(package):
+            print(f"vmfml {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 if __name__ == "__main__":
