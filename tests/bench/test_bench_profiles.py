@@ -175,3 +175,15 @@ def test_full_profile_on_a_cpu_warns_and_points_to_the_cpu_profile() -> None:
     warning = size_warning("full", "cpu")
     assert warning is not None and "--profile cpu" in warning
     assert size_warning("cpu", "cpu") is None and size_warning("quick", "cpu") is None
+
+
+def test_the_converged_frozen_bn_backbone_differs_from_the_first_only_in_its_batchnorm() -> None:
+    _, trained_bn, frozen_bn = get_profile("converged").backbones
+    assert dict(frozen_bn.settings) == {**trained_bn.settings, "freeze_bn": True}
+    assert trained_bn.settings["freeze_bn"] is False
+    assert (frozen_bn.methods, frozen_bn.tune, frozen_bn.tune_methods, frozen_bn.top) == (
+        trained_bn.methods,
+        trained_bn.tune,
+        trained_bn.tune_methods,
+        trained_bn.top,
+    )

@@ -10,7 +10,7 @@ from vmfml.bench.profiles import PROFILES, Backbone, plan
 from vmfml.bench.selection import choices_report, top_methods, tuned_settings, val_score
 
 CONVERGED = PROFILES["converged"]
-SMALL, EFFNET = CONVERGED.backbones
+SMALL, EFFNET, EFFNET_FROZEN_BN = CONVERGED.backbones
 
 
 def done(
@@ -84,7 +84,7 @@ def test_the_plan_adds_efficientnet_runs_once_their_choices_are_made() -> None:
 
     first = plan(CONVERGED, ["retrieval"])
     assert sum(("retrieval", "small_cnn") in s.groups for s in first) == 17 * 3
-    assert sum(s.groups[0].experiment == "tuning" for s in first) == 4 * 2
+    assert sum(s.groups[0].experiment == "tuning" for s in first) == 4 * 2 * 2  # BN: both ways
     assert efficientnet_table([]) == []  # the learning rate is not chosen yet
     tuned = tuning_records({1e-4: [0.7] * 4, 1e-3: [0.8] * 4})
     vmf_only = efficientnet_table(tuned)

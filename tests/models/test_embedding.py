@@ -89,3 +89,44 @@ def test_bad_inputs_get_clear_errors() -> None:
         EmbeddingModel(MeanPool(), embed_dim=2, preprocessing={**PRE, "mean": [0.5]})
     with pytest.raises(ValueError, match="num_features"):
         EmbeddingModel(nn.Identity(), embed_dim=2, preprocessing=PRE)
+
+
+class ConvBN(nn.Module):
+    """conv -> BatchNorm -> pooled features: a backbone with BatchNorm statistics to keep."""
+
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)).mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_frozen_batchnorm_keeps_the_backbone_statistics_and_parameters(frozen: bool) -> None:
+    """Training steps move the convolution and the head; with the backbone's BatchNorm frozen,
+    its running statistics, scale and shift stay as they were (and the head's BatchNorm still
+    trains); unfrozen, all of them move."""
+    torch.manual_seed(0)
+    model = EmbeddingModel(ConvBN(), embed_dim=5, preprocessing=PRE, head_bn=True)
+    if frozen:
+        model.freeze_batchnorm()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    model.train()  # a later train() call must not unfreeze it
+    assert model.backbone.bn.training is not frozen and model.head[1].training
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.1)
+    for _ in range(3):
+        x = torch.randn(16, 3, 8, 8) * 3 + 1  # other statistics than the initial 0 and 1
+        optimizer.zero_grad()
+        model(x, normalize=False).pow(2).sum().backward()
+        optimizer.step()
+    after = model.state_dict()
+    for name in ("bn.running_mean", "bn.running_var", "bn.weight", "bn.bias"):
+        assert torch.equal(after[f"backbone.{name}"], before[f"backbone.{name}"]) is frozen, name
+    for name in ("backbone.conv.weight", "head.0.weight", "head.1.running_mean", "head.1.weight"):
+        assert not torch.equal(after[name], before[name]), name

@@ -80,6 +80,7 @@ def test_loss_settings_reach_the_loss(settings: dict[str, Any], reached: Any) ->
         ({"model": "efficientnet_lite0", "width": 2.0}, "--width"),
         ({"pretrained": "true"}, "pretrained"),
         ({"keep_start": "false"}, "--keep-start"),  # small_cnn starts from scratch
+        ({"freeze_bn": "false"}, "--freeze-bn"),
         ({"model": "efficientnet_lite0", "keep_start": "false"}, "--keep-start"),
         ({"test_fraction": 0.3}, "--test-fraction"),  # fashion-mnist has its own test split
         ({"threads": 0}, "threads"),

@@ -338,3 +338,36 @@ def test_a_network_trained_from_scratch_is_not_validated_before_training(
     assert len(calls) == 2
     assert "before_training" not in result.metrics
     assert "training_helped" not in result.metrics["kept"]
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_fine_tuning_keeps_the_pretrained_batchnorm_by_default(
+    tmp_path: Path, ten_class_folder: Path, backbone_weights: Path, freeze_bn: bool
+) -> None:
+    """After an epoch of fine-tuning, the backbone's BatchNorm statistics and parameters are
+    those of the weights file (--freeze-bn, the default) or have moved (--freeze-bn false),
+    while its convolutions moved either way."""
+    settings = {
+        **{k: v for k, v in QUICK.items() if k not in ("depth", "width")},
+        "data": str(ten_class_folder),
+        "split": "class-disjoint",
+        "model": f"timm:{TIMM}",
+        "weights": str(backbone_weights),
+        "image_size": 32,
+        "embed_dim": 16,
+        "epochs": 1,
+        "val_fraction": 0,
+        "out_dir": str(tmp_path / "run"),
+    }
+    if not freeze_bn:
+        settings["freeze_bn"] = False
+    loop.train(load_config(None, settings))
+    pretrained = torch.load(backbone_weights)
+    trained = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]["state_dict"]
+    bn = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
+    bn += [k[: -len("running_mean")] + p for k in bn[::2] for p in ("weight", "bias")]
+    conv = [k for k, v in pretrained.items() if v.ndim == 4]
+    assert bn and conv
+    for name in bn:
+        assert torch.equal(trained[f"backbone.{name}"], pretrained[name]) is freeze_bn, name
+    assert any(not torch.equal(trained[f"backbone.{k}"], pretrained[k]) for k in conv)

@@ -103,8 +103,10 @@ def current_id(record: dict[str, Any]) -> str:
     # Runs recorded before validation existed trained on all their training images.
     settings.setdefault("val_fraction", 0.0)
     if settings.get("pretrained"):
-        # Runs recorded before keep_start existed kept their best trained epoch.
+        # Runs recorded before keep_start and freeze_bn existed kept their best trained epoch
+        # and trained BatchNorm.
         settings.setdefault("keep_start", False)
+        settings.setdefault("freeze_bn", False)
     if settings.get("loss") != "vmf":
         # Records made before the loss contract set directions for every method; it never
         # reached a loss other than vmf, and the config now refuses it there.

@@ -67,6 +67,7 @@ class EmbeddingModel(nn.Module):
         self.head = nn.Sequential(*layers)
         self.preprocessing = dict(preprocessing)
         self.config: dict[str, Any] = {}
+        self.frozen_batchnorm = False
 
     def forward(self, images: Tensor, normalize: bool = True) -> Tensor:
         """Embed a batch.
@@ -92,6 +93,32 @@ class EmbeddingModel(nn.Module):
         features = self.backbone(images)  # [B, F]
         z = self.head(features)  # [B, D]
         return F.normalize(z, dim=1) if normalize else z
+
+    def freeze_batchnorm(self) -> None:
+        """Keep the backbone's BatchNorm layers as pretrained while the rest trains: running
+        statistics fixed (eval mode, also in `train()`) and scale and shift not trained.
+
+        The DML fine-tuning recipe (Proxy-Anchor's official code, `--bn-freeze 1`; the MS loss
+        code's `set_bn_eval`). Here, re-estimating EfficientNet-Lite0's statistics on one epoch of
+        the combined-30 training images, without a gradient step, lowers its validation Recall@1
+        from 97.2 to 81.8 (BENCHMARKS.md 5.8). The head's own BatchNorm, if any, still trains.
+        """
+        self.frozen_batchnorm = True
+        for layer in self._backbone_batchnorms():
+            layer.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> EmbeddingModel:
+        super().train(mode)
+        if self.frozen_batchnorm:
+            for layer in self._backbone_batchnorms():
+                layer.eval()
+        return self
+
+    def _backbone_batchnorms(self) -> list[nn.Module]:
+        return [
+            m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
 
     @torch.inference_mode()
     def embed(

@@ -186,6 +186,14 @@ class TrainConfig:
             "without a better validation score (0: never stop early)"
         },
     )
+    freeze_bn: bool = field(
+        default=True,
+        metadata={
+            "help": "with a pretrained backbone (--pretrained, --weights): keep its BatchNorm "
+            "statistics and parameters as pretrained while fine-tuning, as the DML literature "
+            "does (false: they train)"
+        },
+    )
     keep_start: bool = field(
         default=True,
         metadata={
@@ -316,11 +324,12 @@ class TrainConfig:
         if self.model == "small_cnn" and given & {"pretrained", "weights"}:
             raise ValueError("small_cnn has no pretrained weights: --pretrained and --weights "
                              "apply to timm and efficientnet_lite0 models")  # fmt: skip
-        if "keep_start" in given and not (self.pretrained or self.weights):
-            raise ValueError(
-                "--keep-start applies to a pretrained backbone (--pretrained true or --weights): "
-                "a network trained from scratch is not validated before training"
-            )
+        for key in sorted(given & {"freeze_bn", "keep_start"}):
+            if not (self.pretrained or self.weights):
+                raise ValueError(
+                    f"--{key.replace('_', '-')} applies to a pretrained backbone (--pretrained "
+                    "true or --weights), not to a network trained from scratch"
+                )
         if "test_fraction" in given and (
             self.split == "class-disjoint" or self.data == "fashion-mnist"
         ):

@@ -260,6 +260,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     data = build_datasets(config)
     _check_eval_ks(config.eval_ks, data)
     model = build_model(config, data).to(device)
+    if config.freeze_bn and _starts_pretrained(config):
+        model.freeze_batchnorm()  # before the optimizer is built: its parameters stay out
     if device.type == "cuda":
         # In-memory images live on the GPU for the whole run: no host-to-device copy per batch.
         for part in (data.train, data.test, data.gallery):
