@@ -324,12 +324,12 @@ PROFILES: dict[str, Profile] = {
     # Measured on the 2-core CPU machine with nothing else running: a small-CNN run of 15 epochs
     # (9,000 training images, validation after each) takes 1-1.5 minutes (lifted structure 16-18:
     # its loss is 17x softmax's step), EfficientNet-Lite0 trains at about 276 images/s, so a run
-    # of 6 epochs takes about 5.5 minutes; the small-CNN table (51 runs) took 1 h 55 min, the 8
-    # tuning runs and about 31 EfficientNet runs add about 3.5 hours: about 6 hours in all,
-    # resumable across sessions.
+    # of 6 epochs takes about 5 minutes; the small-CNN table (51 runs) took 1 h 55 min, the 8
+    # tuning runs and 36 EfficientNet runs with trained BatchNorm 3.7 hours, and the frozen-BN
+    # table adds as much: about 9.5 hours in all, resumable across sessions.
     "converged": Profile(
         name="converged",
-        description="retrieval trained until validation Recall@1 flattens, settings chosen on held-out training classes (about 6 hours on a 2-core CPU, resumable)",
+        description="retrieval trained until validation Recall@1 flattens, settings chosen on held-out training classes (about 9.5 hours on a 2-core CPU, resumable)",
         seeds=3,
         classification_methods=(),
         depths=(),
