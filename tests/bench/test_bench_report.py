@@ -301,6 +301,25 @@ def test_tuning_table_shows_the_panel_mean_that_chooses() -> None:
     assert "Chosen: efficientnet_lite0 lr=0.001 (panel mean 85.0)." in text
 
 
+def test_a_choice_waits_for_every_candidate_the_profile_plans() -> None:
+    """The converged profile tunes the frozen-BN backbone's lr over 1e-4 and 1e-3: with only the
+    1e-4 runs done, nothing is chosen, whatever they scored."""
+    backbone = "efficientnet_lite0_frozen_bn"
+    panel = ("softmax", "vmf-accumulate", "multi_similarity", "proxy_anchor")
+
+    def tuning(lrs: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for lr in lrs:
+            for m in panel:
+                run = validated(f"{m}-{lr}", m, 0, [["tuning", f"{backbone} lr={lr}"]], [0.9], 0.5)
+                out.append({**run, "profile": "converged"})
+        return out
+
+    text = render(tuning(["0.0001"]))
+    assert f"{backbone} lr: not chosen yet" in text and "Chosen:" not in text
+    assert f"Chosen: {backbone} lr=0.0001 (panel mean 90.0)." in render(tuning(["0.0001", "0.001"]))
+
+
 def test_tail_change_compares_the_last_three_validated_epochs_with_the_three_before() -> None:
     from vmfml.bench.stats import metric
 

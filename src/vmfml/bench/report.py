@@ -27,8 +27,9 @@ from vmfml.bench.plots import (
     plot_recall_at_1,
     plot_validation_curves,
 )
-from vmfml.bench.profiles import ABLATIONS
+from vmfml.bench.profiles import ABLATIONS, PROFILES
 from vmfml.bench.runner import read_records
+from vmfml.bench.selection import value_label
 from vmfml.bench.stats import Stat, cell_stat, method_order, metric, setting_order, summarize
 from vmfml.files import write_text_atomic
 
@@ -313,24 +314,40 @@ def _rising_note(cells: dict[tuple[str, str, str], list[dict[str, Any]]], backbo
 
 
 def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
-    """The tuning runs: validation Recall@1 of each panel method at each candidate value."""
-    settings = _settings_of(cells, "tuning")
-    if not settings:
+    """The tuning runs: validation Recall@1 of each panel method at each candidate value, the
+    candidates of one backbone and key side by side, and what each chose."""
+    groups: dict[str, list[str]] = {}
+    for setting in _settings_of(cells, "tuning"):
+        groups.setdefault(setting.rsplit("=", 1)[0], []).append(setting)
+    if not groups:
         return []
+    settings = [s for candidates in groups.values() for s in candidates]
     methods = _methods_of(cells, "tuning")
     columns = [Column("val_recall@1", s, higher_is_better=None) for s in settings]
     rows = [
         (m, [cell_stat(cells.get(("tuning", s, m), []), "val_recall@1") for s in settings])
         for m in methods
     ]
-    means = [
-        summarize([st.mean for _, stats in rows if (st := stats[j]) is not None])
-        for j in range(len(settings))
-    ]
+    means = {
+        s: summarize([st.mean for _, stats in rows if (st := stats[j]) is not None])
+        for j, s in enumerate(settings)
+    }
     mean_row = (
         "mean of the panel (chooses)",
-        [None if m is None else Stat(m.mean, 0.0, 1) for m in means],
+        [None if (m := means[s]) is None else Stat(m.mean, 0.0, 1) for s in settings],
     )
+    planned = _planned_candidates([r for records in cells.values() for r in records])
+    chosen = []
+    for group, candidates in groups.items():
+        complete = set(planned.get(group, candidates)) <= set(candidates) and all(
+            cells.get(("tuning", s, m)) for s in candidates for m in methods
+        )
+        chosen.append(
+            _chosen_line(candidates, [means[s] for s in candidates])
+            if complete
+            else f"{group}: not chosen yet, a tuning run is missing (the benchmark chooses once "
+            "all have run)."
+        )
     return [
         "## Settings chosen on validation",
         "",
@@ -340,25 +357,27 @@ def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
         "",
         markdown_table(["method", *settings], [*rows, mean_row], columns),
         "",
-        *(
-            _chosen_lines(settings, means)
-            if all(st is not None for _, stats in rows for st in stats)
-            else [
-                "Not chosen yet: a tuning run is missing (the benchmark chooses once all have run).",
-                "",
-            ]
-        ),
+        *(line + "\n" for line in chosen),
     ]
 
 
-def _chosen_lines(settings: Sequence[str], means: Sequence[Stat | None]) -> list[str]:
-    """The candidate each tuned backbone and key takes: the best panel mean (the first on a tie)."""
-    best: dict[str, tuple[float, str]] = {}
-    for setting, mean in zip(settings, means, strict=True):
-        group = setting.rsplit("=", 1)[0]
-        if mean is not None and (group not in best or mean.mean > best[group][0]):
-            best[group] = (mean.mean, setting)
-    return [f"Chosen: {setting} (panel mean {100 * m:.1f})." for m, setting in best.values()] + [""]
+def _planned_candidates(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """The tuning candidates ("efficientnet_lite0 lr=0.001") of each backbone and key
+    ("efficientnet_lite0 lr") in the profiles the records ran under."""
+    planned: dict[str, list[str]] = {}
+    for name in {r.get("profile") for r in records}:
+        profile = PROFILES.get(str(name))
+        for backbone in profile.backbones if profile else ():
+            for key, values in backbone.tune.items():
+                group = f"{backbone.name} {key}"
+                planned[group] = [f"{group}={value_label(v)}" for v in values]
+    return planned
+
+
+def _chosen_line(candidates: Sequence[str], means: Sequence[Stat | None]) -> str:
+    """The candidate a tuned backbone and key takes: the best panel mean (the first on a tie)."""
+    best = max((m.mean, -i, s) for i, (s, m) in enumerate(zip(candidates, means, strict=True)) if m)
+    return f"Chosen: {best[2]} (panel mean {100 * best[0]:.1f})."
 
 
 def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
