@@ -355,3 +355,26 @@ def test_a_backbone_table_lists_only_the_methods_it_ran(records: list[dict[str, 
     cost = text[text.index("### Cost: retrieval, efficientnet_lite0") :]
     cost = cost[: cost.index("### Cost: retrieval, small_cnn")]
     assert "| softmax |" in cost and "| triplet |" not in cost and "| vmf-global |" not in cost
+
+
+def test_validation_curves_give_a_method_one_colour_in_every_panel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backbone that ran fewer methods must not reuse the legend's colours for others."""
+    from vmfml.bench import plots
+    from vmfml.bench.report import by_cell
+
+    runs = [
+        validated("a", "softmax", 0, [["retrieval", "small_cnn"]], [0.5, 0.6], 0.6),
+        validated("b", "triplet", 0, [["retrieval", "small_cnn"]], [0.5, 0.6], 0.6),
+        validated("c", "triplet", 0, [["retrieval", "efficientnet_lite0"]], [0.5, 0.6], 0.6),
+    ]
+    figures = []
+    monkeypatch.setattr(plots, "save_figure_atomic", lambda fig, *a, **k: figures.append(fig))
+    plots.plot_validation_curves(by_cell(runs), tmp_path)
+    colours = {}
+    for ax in figures[0].axes:
+        for line in ax.get_lines():
+            colours.setdefault(line.get_label(), set()).add(line.get_color())
+    assert set(colours) == {"softmax", "triplet"}
+    assert all(len(c) == 1 for c in colours.values()) and colours["softmax"] != colours["triplet"]

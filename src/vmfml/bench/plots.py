@@ -158,10 +158,14 @@ def plot_validation_curves(cells: Cells, out_dir: Path) -> Path | None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
     cmap = plt.get_cmap("tab20")
+    # A method has one colour in every panel, and the legend lists every method once.
+    every = sorted({m for _, curves in panels for m in curves}, key=method_order)
+    handles = {}
     for ax, (backbone, curves) in zip(axes[0], panels, strict=True):
-        for i, (method, points) in enumerate(curves.items()):
+        for method, points in curves.items():
+            i = every.index(method)
             style = "-" if method in VMF_METHODS or method == "vmf-class-kappa" else "--"
-            ax.plot(
+            (handles[method],) = ax.plot(
                 [e for e, _ in points],
                 [100 * v for _, v in points],
                 style,
@@ -173,7 +177,9 @@ def plot_validation_curves(cells: Cells, out_dir: Path) -> Path | None:
         ax.set_ylabel("validation Recall@1 (%)")
         ax.set_title(backbone)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[0][-1].legend(
+        [handles[m] for m in every], every, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5)
+    )
     fig.suptitle(
         "Validation Recall@1 (held-out training classes), mean over seeds; vMF solid",
         fontsize=10,
