@@ -78,6 +78,19 @@ def test_best_pt_holds_the_epoch_the_report_names(
     assert f"kept epoch {kept['epoch']} of 4" in capsys.readouterr().out
 
 
+def weights_evaluated(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
+    """The model weights each call of the training loop's test evaluation saw, in order."""
+    evaluated: list[dict[str, torch.Tensor]] = []
+    real = loop.evaluate_model
+
+    def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        evaluated.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_model", spy)
+    return evaluated
+
+
 def test_the_test_metrics_are_those_of_the_kept_model(
     tmp_path: Path, fashion_sample: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,14 +105,7 @@ def test_the_test_metrics_are_those_of_the_kept_model(
         return metrics
 
     monkeypatch.setattr(loop, "validate", scripted)
-    evaluated: list[dict[str, torch.Tensor]] = []
-    real_evaluate = loop.evaluate_model
-
-    def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        evaluated.append({k: v.clone() for k, v in model.state_dict().items()})
-        return real_evaluate(model, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "evaluate_model", spy)
+    evaluated = weights_evaluated(monkeypatch)
     out = tmp_path / "run"
     result = loop.train(load_config(None, {**QUICK, "epochs": 4, "out_dir": str(out)}))
     assert result.metrics["kept"]["epoch"] == 2
@@ -238,6 +244,20 @@ def backbone_weights(tmp_path: Path) -> Path:
     return path
 
 
+def fine_tuning(folder: Path, weights: Path, **overrides: Any) -> dict[str, Any]:
+    """QUICK settings for the timm backbone started from `weights`, on the class-disjoint split."""
+    return {
+        **{k: v for k, v in QUICK.items() if k not in ("depth", "width")},  # small_cnn only
+        "data": str(folder),
+        "split": "class-disjoint",
+        "model": f"timm:{TIMM}",
+        "weights": str(weights),
+        "image_size": 32,
+        "embed_dim": 16,
+        **overrides,
+    }
+
+
 @pytest.mark.parametrize(
     ("scores", "keep_start", "kept_epoch", "warns"),
     [
@@ -268,29 +288,13 @@ def test_a_pretrained_network_is_validated_before_training_and_kept_when_trainin
         states.append({k: v.clone() for k, v in model.state_dict().items()})
         return {**real(model, *args, **kwargs), "val_score": next(queue)}
 
-    evaluated: list[dict[str, torch.Tensor]] = []
-    real_evaluate = loop.evaluate_model
-
-    def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        evaluated.append({k: v.clone() for k, v in model.state_dict().items()})
-        return real_evaluate(model, *args, **kwargs)
-
     monkeypatch.setattr(loop, "validate", scripted)
-    monkeypatch.setattr(loop, "evaluate_model", spy)
+    evaluated = weights_evaluated(monkeypatch)
     out = tmp_path / "run"
-    settings = {
-        **{k: v for k, v in QUICK.items() if k not in ("depth", "width")},
-        "data": str(ten_class_folder),
-        "split": "class-disjoint",
-        "val_fraction": 0.4,
-        "model": f"timm:{TIMM}",
-        "weights": str(backbone_weights),
-        "image_size": 32,
-        "embed_dim": 16,
-        "epochs": 2,
-        "keep_start": keep_start,
-        "out_dir": str(out),
-    }
+    settings = fine_tuning(
+        ten_class_folder, backbone_weights, val_fraction=0.4, epochs=2, keep_start=keep_start
+    )
+    settings["out_dir"] = str(out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = loop.train(load_config(None, settings))
@@ -347,18 +351,8 @@ def test_fine_tuning_keeps_the_pretrained_batchnorm_by_default(
     """After an epoch of fine-tuning, the backbone's BatchNorm statistics and parameters are
     those of the weights file (--freeze-bn, the default) or have moved (--freeze-bn false),
     while its convolutions moved either way."""
-    settings = {
-        **{k: v for k, v in QUICK.items() if k not in ("depth", "width")},
-        "data": str(ten_class_folder),
-        "split": "class-disjoint",
-        "model": f"timm:{TIMM}",
-        "weights": str(backbone_weights),
-        "image_size": 32,
-        "embed_dim": 16,
-        "epochs": 1,
-        "val_fraction": 0,
-        "out_dir": str(tmp_path / "run"),
-    }
+    settings = fine_tuning(ten_class_folder, backbone_weights, epochs=1, val_fraction=0)
+    settings["out_dir"] = str(tmp_path / "run")
     if not freeze_bn:
         settings["freeze_bn"] = False
     loop.train(load_config(None, settings))

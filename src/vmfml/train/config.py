@@ -325,7 +325,7 @@ class TrainConfig:
             raise ValueError("small_cnn has no pretrained weights: --pretrained and --weights "
                              "apply to timm and efficientnet_lite0 models")  # fmt: skip
         for key in sorted(given & {"freeze_bn", "keep_start"}):
-            if not (self.pretrained or self.weights):
+            if not self.starts_pretrained:
                 raise ValueError(
                     f"--{key.replace('_', '-')} applies to a pretrained backbone (--pretrained "
                     "true or --weights), not to a network trained from scratch"
@@ -350,6 +350,11 @@ class TrainConfig:
                 f" --directions {self.directions}" if self.loss == "vmf" else ""
             )
             raise ValueError(f"{flags} does not apply to {what}: leave it out or change the loss")
+
+    @property
+    def starts_pretrained(self) -> bool:
+        """Whether the backbone starts from trained weights (small_cnn never does: refused)."""
+        return bool(self.pretrained or self.weights)
 
     def loss_options(self) -> dict[str, Any]:
         """The loss options these settings give (`create_loss`): those set away from their

@@ -260,7 +260,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     data = build_datasets(config)
     _check_eval_ks(config.eval_ks, data)
     model = build_model(config, data).to(device)
-    if config.freeze_bn and _starts_pretrained(config):
+    if config.freeze_bn and config.starts_pretrained:
         model.freeze_batchnorm()  # before the optimizer is built: its parameters stay out
     if device.type == "cuda":
         # In-memory images live on the GPU for the whole run: no host-to-device copy per batch.
@@ -349,7 +349,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         loss.start(full_pass)
     if main:
         print(_describe_run(config, data, model, device, precision, world, epochs, steps_per_epoch))
-    if not resume and data.val is not None and _starts_pretrained(config):
+    if not resume and data.val is not None and config.starts_pretrained:
         before = validate(
             model, loss, data.val, data.disjoint, device, precision, config.num_workers
         )
@@ -445,12 +445,18 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
 
     kept = _keep(model, loss, best, stopper, epoch, stop_reason, data.val is not None)
     if before is not None:
+        # The best trained epoch's (score, epoch); None when none was validated.
+        trained = max(
+            ((r["val_score"], r["epoch"]) for r in history if "val_score" in r), default=None
+        )
         kept["val_score_before_training"] = before["val_score"]
-        kept["training_helped"] = _training_helped(before, history)
+        kept["training_helped"] = trained is not None and trained[0] > before["val_score"]
     if main:
         print(kept["report"], flush=True)
         if before is not None and not kept["training_helped"]:
-            warnings.warn(_not_helped(before, history, config.keep_start), stacklevel=3)
+            warnings.warn(
+                _not_helped(before["val_score"], trained, config.keep_start), stacklevel=3
+            )
     metrics, test_emb, test_labels = evaluate_model(
         model,
         loss,
@@ -526,11 +532,6 @@ def _describe_run(
     return "\n".join(lines)
 
 
-def _starts_pretrained(config: TrainConfig) -> bool:
-    """Whether the network starts from trained weights, a candidate to keep in its own right."""
-    return config.model != "small_cnn" and (config.pretrained or config.weights is not None)
-
-
 def _summary(record: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
 
@@ -540,17 +541,12 @@ def _in_memory(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {**ckpt, "model": copy.deepcopy(ckpt["model"]), "loss": copy.deepcopy(ckpt["loss"])}
 
 
-def _training_helped(before: dict[str, float], history: list[dict[str, Any]]) -> bool:
-    """Whether a trained epoch scored higher on validation than the network before training."""
-    scores = [r["val_score"] for r in history if "val_score" in r]
-    return bool(scores) and max(scores) > before["val_score"]
-
-
-def _not_helped(before: dict[str, float], history: list[dict[str, Any]], kept_start: bool) -> str:
-    scores = [(r["val_score"], r["epoch"]) for r in history if "val_score" in r]
-    trained = (
-        f"the best trained epoch scored {max(scores)[0]:.4f} (epoch {max(scores)[1]})"
-        if scores
+def _not_helped(before: float, trained: tuple[float, int] | None, kept_start: bool) -> str:
+    """The warning of a run whose best trained epoch (score, epoch) did not beat the pretrained
+    network's validation score `before`."""
+    best = (
+        f"the best trained epoch scored {trained[0]:.4f} (epoch {trained[1]})"
+        if trained
         else "no trained epoch was validated"
     )
     kept = (
@@ -561,7 +557,7 @@ def _not_helped(before: dict[str, float], history: list[dict[str, Any]], kept_st
     )
     return (
         f"training did not beat the pretrained network on validation: it scored "
-        f"{before['val_score']:.4f} before training and {trained}. What it learnt of the "
+        f"{before:.4f} before training and {best}. What it learnt of the "
         f"training classes did not carry over to the held-out ones; {kept}. A lower --lr, "
         "fewer epochs or more classes may help."
     )
