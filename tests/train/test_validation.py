@@ -265,6 +265,7 @@ def fine_tuning(folder: Path, weights: Path, **overrides: Any) -> dict[str, Any]
         ([0.9, 0.5, 0.6], False, 2, True),  # ... unless --keep-start false
         ([0.5, 0.6, 0.7], True, 2, False),  # training helps: the usual best epoch
         ([0.6, 0.6, 0.5], True, 0, True),  # a tie does not replace the start
+        ([0.9, 0.5, 0.5], False, 1, True),  # tied trained epochs: the earlier is kept and named
     ],
 )
 def test_a_pretrained_network_is_validated_before_training_and_kept_when_training_harms(
@@ -302,6 +303,8 @@ def test_a_pretrained_network_is_validated_before_training_and_kept_when_trainin
     assert len(said) == int(warns)
     if warns:
         assert ("network before training is kept" in said[0]) == keep_start
+        best_trained = max(range(1, 3), key=lambda e: (scores[e], -e))
+        assert f"(epoch {best_trained})" in said[0]
 
     assert len(states) == 3  # before training, then after each of the 2 epochs
     kept = result.metrics["kept"]

@@ -445,10 +445,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
 
     kept = _keep(model, loss, best, stopper, epoch, stop_reason, data.val is not None)
     if before is not None:
-        # The best trained epoch's (score, epoch); None when none was validated.
-        trained = max(
-            ((r["val_score"], r["epoch"]) for r in history if "val_score" in r), default=None
-        )
+        trained = best_trained_epoch(history)
         kept["val_score_before_training"] = before["val_score"]
         kept["training_helped"] = trained is not None and trained[0] > before["val_score"]
     if main:
@@ -539,6 +536,13 @@ def _summary(record: dict[str, Any]) -> str:
 def _in_memory(ckpt: dict[str, Any]) -> dict[str, Any]:
     """A copy of a checkpoint's model and loss that training does not change."""
     return {**ckpt, "model": copy.deepcopy(ckpt["model"]), "loss": copy.deepcopy(ckpt["loss"])}
+
+
+def best_trained_epoch(history: list[dict[str, Any]]) -> tuple[float, int] | None:
+    """The (score, epoch) of the best validated epoch in `history`, the earliest of a tie (the
+    one `EarlyStopping` keeps); None when no epoch was validated."""
+    validated = [(r["val_score"], r["epoch"]) for r in history if "val_score" in r]
+    return max(validated, key=lambda se: (se[0], -se[1]), default=None)
 
 
 def _not_helped(before: float, trained: tuple[float, int] | None, kept_start: bool) -> str:
