@@ -6,16 +6,19 @@ seeded random start, as a run begins) retrieve the 6 validation classes of the c
 profile (2 held out of each source's training classes, split_seed 0), at each candidate size,
 and what each size costs in inference images/s. The test classes are not loaded into the choice.
 
-`--test-size N` then evaluates the network before any training at the chosen size on the test
-classes, as a run evaluates its kept epoch: the reference row "ImageNet features, no training" of
+`--test-size N` then evaluates the network before any training at the chosen size on the
+validation and test classes, as a run evaluates its kept epoch, for each seed of `--seeds` (the
+seed draws the new head's start): the reference row "ImageNet features, no training" of
 BENCHMARKS.md 5.8.
 
     .venv/bin/python benchmarks/efficientnet_input_size.py [--sizes 32 48 64 96] [--test-size 64]
+        [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from typing import Any
 
@@ -30,7 +33,7 @@ from vmfml.train.evaluation import evaluate_model
 from vmfml.train.loop import build_model, seed_everything
 
 
-def untrained(size: int) -> tuple[Any, Any, Any]:
+def untrained(size: int, seed: int = 0) -> tuple[Any, Any, Any]:
     """The converged profile's data and EfficientNet-Lite0 at `size` px, as a run starts."""
     config = load_config(
         None,
@@ -42,7 +45,7 @@ def untrained(size: int) -> tuple[Any, Any, Any]:
             "image_size": size,
             "val_fraction": 0.4,
             "split_seed": 0,
-            "seed": 0,
+            "seed": seed,
         },
     )
     data = build_datasets(config)
@@ -50,8 +53,8 @@ def untrained(size: int) -> tuple[Any, Any, Any]:
     return config, data, build_model(config, data).eval()
 
 
-def measure(size: int) -> dict[str, float]:
-    _, data, model = untrained(size)
+def measure(size: int, seed: int = 0) -> dict[str, float]:
+    _, data, model = untrained(size, seed)
     start = time.perf_counter()
     feats, labels = embed_dataset(
         model, data.val, dict(model.preprocessing), torch.device("cpu"), batch_size=256
@@ -65,9 +68,9 @@ def measure(size: int) -> dict[str, float]:
     }
 
 
-def test_figures(size: int) -> dict[str, Any]:
+def test_figures(size: int, seed: int) -> dict[str, Any]:
     """Test-class metrics of the network before any training, as a run's final evaluation."""
-    config, data, model = untrained(size)
+    config, data, model = untrained(size, seed)
     metrics, _, _ = evaluate_model(
         model,
         None,
@@ -86,6 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[32, 48, 64, 96])
     parser.add_argument("--test-size", type=int, help="then the test figures at this size")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="the head's start, for --test-size"
+    )
     args = parser.parse_args()
     print("| input px | val R@1 | val MAP@R | inference images/s |")
     print("|--:|--:|--:|--:|")
@@ -96,13 +102,23 @@ def main() -> None:
             flush=True,
         )
     if args.test_size:
-        m = test_figures(args.test_size)
-        keys = [k for k in ("recall@1", "recall@2", "recall@4", "recall@8") if k in m]
-        keys += ["map@r", "r_precision", "nmi"]
-        print(f"\ntest classes, {args.test_size} px, before any training:")
-        print("| " + " | ".join(keys) + " |")
-        print("|" + "--:|" * len(keys))
-        print("| " + " | ".join(f"{100 * m[k]:.1f}" for k in keys) + " |", flush=True)
+        keys = ["recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi"]
+        keys += ["val_recall@1"]
+        print(f"\ntest classes, {args.test_size} px, before any training (in %):")
+        print("| seed | " + " | ".join(keys) + " |")
+        print("|--:|" + "--:|" * len(keys))
+        rows = []
+        for seed in args.seeds:
+            m = test_figures(args.test_size, seed)
+            m["val_recall@1"] = measure(args.test_size, seed)["val_recall@1"]
+            rows.append([100 * m[k] for k in keys])
+            print(f"| {seed} | " + " | ".join(f"{v:.1f}" for v in rows[-1]) + " |", flush=True)
+        if len(rows) > 1:
+            cells = [
+                f"{statistics.mean(col):.1f} ± {statistics.stdev(col):.1f}"
+                for col in zip(*rows, strict=True)
+            ]
+            print("| mean ± std | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
