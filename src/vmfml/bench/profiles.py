@@ -325,11 +325,12 @@ PROFILES: dict[str, Profile] = {
     # (9,000 training images, validation after each) takes 1-1.5 minutes (lifted structure 16-18:
     # its loss is 17x softmax's step), EfficientNet-Lite0 trains at about 276 images/s, so a run
     # of 6 epochs takes about 5 minutes; the small-CNN table (51 runs) took 1 h 55 min, the 8
-    # tuning runs and 36 EfficientNet runs with trained BatchNorm 3.7 hours, and the frozen-BN
-    # table adds as much: about 9.5 hours in all, resumable across sessions.
+    # tuning runs and 36 EfficientNet runs with trained BatchNorm 3.7 hours, the frozen-BN table
+    # (40 runs, 4 of its 8 tuning runs being table runs) 3.35 hours: about 9 hours in all,
+    # resumable across sessions.
     "converged": Profile(
         name="converged",
-        description="retrieval trained until validation Recall@1 flattens, settings chosen on held-out training classes (about 9.5 hours on a 2-core CPU, resumable)",
+        description="retrieval trained until validation Recall@1 flattens, settings chosen on held-out training classes (about 9 hours on a 2-core CPU, resumable)",
         seeds=3,
         classification_methods=(),
         depths=(),
