@@ -445,7 +445,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
 
     kept = _keep(model, loss, best, stopper, epoch, stop_reason, data.val is not None)
     if before is not None:
-        trained = best_trained_epoch(history)
+        trained = _best_trained_epoch(history)
         kept["val_score_before_training"] = before["val_score"]
         kept["training_helped"] = trained is not None and trained[0] > before["val_score"]
     if main:
@@ -538,11 +538,15 @@ def _in_memory(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {**ckpt, "model": copy.deepcopy(ckpt["model"]), "loss": copy.deepcopy(ckpt["loss"])}
 
 
-def best_trained_epoch(history: list[dict[str, Any]]) -> tuple[float, int] | None:
-    """The (score, epoch) of the best validated epoch in `history`, the earliest of a tie (the
-    one `EarlyStopping` keeps); None when no epoch was validated."""
-    validated = [(r["val_score"], r["epoch"]) for r in history if "val_score" in r]
-    return max(validated, key=lambda se: (se[0], -se[1]), default=None)
+def _best_trained_epoch(history: list[dict[str, Any]]) -> tuple[float, int] | None:
+    """The (score, epoch) of the best validated epoch in `history`, by `EarlyStopping`'s rule
+    (the earliest of a tie) but without the network before training; None when no epoch was
+    validated."""
+    replay = EarlyStopping(patience=0)
+    for record in history:
+        if "val_score" in record:
+            replay.update(record["val_score"], record["epoch"])
+    return (replay.best_score, replay.best_epoch) if replay.best_epoch else None
 
 
 def _not_helped(before: float, trained: tuple[float, int] | None, kept_start: bool) -> str:
