@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "vmfml.train.eval_commands",
         "evaluate a checkpoint: accuracy and retrieval metrics",
     ),
+    "classify": (
+        "vmfml.openset.commands",
+        "classify new images: the known class and its probability, or unknown",
+    ),
     "embed": (
         "vmfml.index.embed_commands",
         "write embeddings, labels and paths of a folder of images",

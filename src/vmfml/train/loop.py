@@ -54,6 +54,7 @@ from vmfml.train.config import RESUME_KEYS, RUNTIME_KEYS, TrainConfig, save_conf
 from vmfml.train.datasets import DataSplit, build_datasets
 from vmfml.train.evaluation import evaluate_model
 from vmfml.train.length import training_epochs
+from vmfml.train.open_set import CLASSIFIER, fit_run_classifier
 from vmfml.train.validation import EarlyStopping, validate
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,6 +65,7 @@ RUN_FILES = (
     "config.yaml",
     CHECKPOINT,
     BEST,
+    CLASSIFIER,
     "metrics.json",
     "history.json",
     "training_curves.png",
@@ -469,8 +471,13 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         gallery_set=data.gallery,
         precision=precision,
     )
+    # What `vmfml classify` needs beside the network (every process embeds its shard).
+    classifier = fit_run_classifier(
+        model, data, device, progress=config.progress and main, precision=precision
+    )
     if not main:
         return RunResult(metrics={}, history=history, out_dir=out)
+    classifier.save(out / CLASSIFIER)
     metrics["kept"] = kept
     if before is not None:
         metrics["before_training"] = before

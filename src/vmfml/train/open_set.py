@@ -1,0 +1,80 @@
+"""What classifying new images needs, fitted from a run's data: `fit_run_classifier`.
+
+`vmfml train` writes it beside best.pt at the end of a run (`CLASSIFIER`); `vmfml classify`
+and `vmfml evaluate --unknown` fit it once for a run made before that, and say so.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vmfml.openset.classifier import OpenSetClassifier
+from vmfml.train.batches import embed_dataset
+from vmfml.train.datasets import DataSplit
+
+CLASSIFIER = "classifier.pt"
+
+
+def classifier_file(model_path: str | Path) -> Path:
+    """The classifier file that goes with a model file (best.pt or any checkpoint): beside it."""
+    return Path(model_path).parent / CLASSIFIER
+
+
+def fit_run_classifier(
+    model: torch.nn.Module,
+    data: DataSplit,
+    device: torch.device,
+    batch_size: int = 512,
+    progress: bool = True,
+    precision: str = "32",
+) -> OpenSetClassifier:
+    """Embed the run's training images (and its validation images when they are of the training
+    classes) and fit the classifier: mean directions, concentrations, every rejection score's
+    held-out values. A class-disjoint run has no held-out images of its training classes, so the
+    thresholds then come from the training images themselves (knn skipping each own match)."""
+    preprocessing: dict[str, Any] = dict(model.preprocessing)  # type: ignore[arg-type]
+
+    def embed(dataset: Any, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, labels = embed_dataset(
+            model, dataset, preprocessing, device, batch_size, 0, progress, desc, precision
+        )
+        return F.normalize(feats, dim=1), labels.to(torch.int64)
+
+    train = embed(data.train, "embed training images")
+    held_out = None
+    if data.val is not None and not data.disjoint:
+        held_out = embed(data.val, "embed validation images")
+    return OpenSetClassifier.fit(list(data.train.class_names), train, held_out)
+
+
+def load_or_fit_classifier(
+    model: torch.nn.Module,
+    model_path: str | Path,
+    config: Any,
+    device: torch.device,
+    progress: bool = True,
+) -> OpenSetClassifier:
+    """The run's classifier file when it exists; otherwise fitted from the run's data (said on
+    stderr) and written beside the model when that folder is writable."""
+    from vmfml.train.datasets import build_datasets
+
+    path = classifier_file(model_path)
+    if path.is_file():
+        return OpenSetClassifier.load(path)
+    print(
+        f"vmfml: {path} not found (a run made before classification was stored): fitting it "
+        "once from the run's training data",
+        file=sys.stderr,
+    )
+    classifier = fit_run_classifier(model, build_datasets(config), device, progress=progress)
+    try:
+        classifier.save(path)
+        print(f"vmfml: wrote {path}", file=sys.stderr)
+    except OSError as err:
+        print(f"vmfml: could not write {path} ({err}); it will be fitted again", file=sys.stderr)
+    return classifier

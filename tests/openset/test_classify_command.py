@@ -1,0 +1,163 @@
+"""`vmfml classify` on a real trained run: nearest-class accuracy as `evaluate` reports it,
+rejection at the stored keep rate, the classifier fitted once for an older run, every format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+KNOWN = ["tshirt", "trouser", "pullover", "dress"]
+
+
+@pytest.fixture()
+def trained_run(
+    tmp_path: Path, fashion_folder: Callable[..., Path], run_cli: Callable[..., Any]
+) -> tuple[Path, Path]:
+    """A run on 4 classes x 60 real images (standard split), and the test images' list file."""
+    from vmfml.train.config import load_config
+    from vmfml.train.datasets import build_datasets
+
+    data = fashion_folder(KNOWN, 60)
+    out = tmp_path / "run"
+    quick = "--depth 1 --width 0.5 --batch-size 100 --plots false --progress false --threads 1"
+    train = [*quick.split(), "--epochs", 2, "--val-fraction", 0.25, "--augment", "none"]
+    assert run_cli("train", "--data", data, *train, "--out-dir", out).code == 0
+    config = load_config(out / "config.yaml")
+    test = build_datasets(config).test
+    listing = tmp_path / "test.txt"
+    listing.write_text("\n".join(test.paths) + "\n")
+    return out, listing
+
+
+def _rows(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_classify_without_rejection_reproduces_evaluates_accuracy(
+    trained_run: tuple[Path, Path], run_cli: Callable[..., Any]
+) -> None:
+    run, listing = trained_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    result = run_cli(
+        "classify",
+        "--checkpoint",
+        run,
+        "--list",
+        listing,
+        "--format",
+        "jsonl",
+        "--no-reject",
+        "--no-progress",
+    )
+    assert result.code == 0, result.err
+    rows = _rows(result.out)
+    truth = [Path(r["path"]).parent.name for r in rows]
+    accuracy = sum(r["class"] == t for r, t in zip(rows, truth, strict=True)) / len(rows)
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1.5 / len(rows))  # ties aside
+    assert all(r["label"] != "unknown" for r in rows)
+
+
+def test_rejection_flags_what_scores_past_the_threshold_that_keeps_95_percent(
+    trained_run: tuple[Path, Path],
+    fashion_folder: Callable[..., Path],
+    run_cli: Callable[..., Any],
+) -> None:
+    from vmfml.openset import OpenSetClassifier
+
+    run, listing = trained_run
+    others = ["coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    unseen = fashion_folder([*KNOWN, *others], 30, name="unseen")
+    for name in KNOWN:  # keep only the six classes the run never saw
+        for f in (unseen / name).glob("*"):
+            f.unlink()
+        (unseen / name).rmdir()
+    result = run_cli("classify", unseen, "--checkpoint", run, "--format", "jsonl", "--no-progress")
+    assert result.code == 0, result.err
+    assert "keeps 95% of the held-out images" in result.err
+    stored = OpenSetClassifier.load(run / "classifier.pt")
+    held_out = stored.held_out_scores[stored.score]
+    assert stored.info["fitted_on"] == "held-out images" and len(held_out) == 48
+    assert (held_out <= stored.threshold).double().mean() >= 0.95
+    assert (held_out < stored.threshold).double().mean() < 0.95  # the smallest such threshold
+    rows = _rows(result.out)
+    assert len(rows) == 180
+    assert all((r["label"] == "unknown") == (r["score"] > stored.threshold) for r in rows)
+    looser = _rows(
+        run_cli(
+            "classify",
+            unseen,
+            "--checkpoint",
+            run,
+            "--format",
+            "jsonl",
+            "--no-progress",
+            "--keep-rate",
+            "0.5",
+        ).out
+    )
+    assert sum(r["label"] == "unknown" for r in looser) >= sum(
+        r["label"] == "unknown" for r in rows
+    )
+
+
+def test_an_older_run_gets_its_classifier_fitted_once_and_formats_agree(
+    trained_run: tuple[Path, Path], run_cli: Callable[..., Any]
+) -> None:
+    run, listing = trained_run
+    (run / "classifier.pt").unlink()
+    first = run_cli(
+        "classify",
+        "--checkpoint",
+        run,
+        "--list",
+        listing,
+        "--format",
+        "csv",
+        "-k",
+        "2",
+        "--no-progress",
+    )
+    assert first.code == 0, first.err
+    assert "fitting it once" in first.err and (run / "classifier.pt").is_file()
+    table = run_cli("classify", "--checkpoint", run, "--list", listing, "-k", "2", "--no-progress")
+    assert "fitting it once" not in table.err
+    rows = list(csv.DictReader(io.StringIO(first.out)))
+    assert len(rows) == len(listing.read_text().split())
+    assert all(len(r["top"].split(";")) == 2 for r in rows)
+    lines = table.out.splitlines()
+    assert lines[0].split()[:3] == ["label", "prob", "score"]
+    assert [line.split()[0] for line in lines[1:]] == [r["label"] for r in rows]
+
+
+def test_bad_input_gets_one_line(
+    trained_run: tuple[Path, Path], tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    run, listing = trained_run
+    missing = run_cli("classify", "--checkpoint", run, "--list", tmp_path / "nope.txt")
+    assert missing.code == 2 and "nope.txt: no such file" in missing.err
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    stop = run_cli("classify", broken, "--checkpoint", run, "--no-progress")
+    assert stop.code == 2 and "broken.png" in stop.err
+    skip = run_cli(
+        "classify",
+        broken,
+        "--checkpoint",
+        run,
+        "--list",
+        listing,
+        "--on-error",
+        "skip",
+        "--no-progress",
+        "--format",
+        "jsonl",
+    )
+    assert skip.code == 0 and "skipping image" in skip.err and "broken.png" not in skip.out
