@@ -37,6 +37,18 @@ def trained_run(
     return out, listing
 
 
+@pytest.fixture()
+def unseen(fashion_folder: Callable[..., Path]) -> Path:
+    """30 real images of each of the six Fashion-MNIST classes the run never saw."""
+    others = ["coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    folder = fashion_folder([*KNOWN, *others], 30, name="unseen")
+    for name in KNOWN:
+        for f in (folder / name).glob("*"):
+            f.unlink()
+        (folder / name).rmdir()
+    return folder
+
+
 def _rows(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -66,19 +78,11 @@ def test_classify_without_rejection_reproduces_evaluates_accuracy(
 
 
 def test_rejection_flags_what_scores_past_the_threshold_that_keeps_95_percent(
-    trained_run: tuple[Path, Path],
-    fashion_folder: Callable[..., Path],
-    run_cli: Callable[..., Any],
+    trained_run: tuple[Path, Path], unseen: Path, run_cli: Callable[..., Any]
 ) -> None:
     from vmfml.openset import OpenSetClassifier
 
     run, listing = trained_run
-    others = ["coat", "sandal", "shirt", "sneaker", "bag", "boot"]
-    unseen = fashion_folder([*KNOWN, *others], 30, name="unseen")
-    for name in KNOWN:  # keep only the six classes the run never saw
-        for f in (unseen / name).glob("*"):
-            f.unlink()
-        (unseen / name).rmdir()
     result = run_cli("classify", unseen, "--checkpoint", run, "--format", "jsonl", "--no-progress")
     assert result.code == 0, result.err
     assert "keeps 95% of the held-out images" in result.err
@@ -161,3 +165,44 @@ def test_bad_input_gets_one_line(
         "jsonl",
     )
     assert skip.code == 0 and "skipping image" in skip.err and "broken.png" not in skip.out
+
+
+def test_evaluate_unknown_reports_every_score_as_classify_decides(
+    trained_run: tuple[Path, Path], unseen: Path, tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    run, _ = trained_run
+    out = tmp_path / "metrics.json"
+    result = run_cli(
+        "evaluate", "--checkpoint", run, "--unknown", unseen, "--out", out, "--no-progress"
+    )
+    assert result.code == 0, result.err
+    metrics = json.loads(out.read_text())
+    report = metrics["open_set"]
+    assert report["known_images"] == 48 and report["unknown_images"] == 180
+    assert set(report["scores"]) == {
+        "vmf_likelihood",
+        "max_posterior",
+        "max_cosine",
+        "energy",
+        "knn",
+    }
+    assert report["closed_set_accuracy"] == pytest.approx(metrics["accuracy"], abs=1.5 / 48)
+    for name in ("knn", "energy"):
+        rows = _rows(
+            run_cli(
+                "classify",
+                unseen,
+                "--checkpoint",
+                run,
+                "--score",
+                name,
+                "--format",
+                "jsonl",
+                "--no-progress",
+            ).out
+        )
+        flagged = sum(r["label"] == "unknown" for r in rows) / len(rows)
+        assert report["scores"][name]["flagged"] == pytest.approx(flagged, abs=1e-12)
+    assert "open set: 48 test images of the known classes against 180 unknown images" in result.out
+    refused = run_cli("evaluate", "--checkpoint", run, "--unknown", tmp_path / "nowhere")
+    assert refused.code == 2 and "nowhere: no such file or folder" in refused.err

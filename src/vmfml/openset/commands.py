@@ -72,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     classifier = load_or_fit_classifier(
         model, model_file(args.checkpoint), config, device, progress=not args.no_progress
     ).configured(score=args.score, keep_rate=args.keep_rate)
-    kept, embeddings = _embed(model, images, device, args)
+    kept, embeddings = embed_image_files(
+        model, images, device, args.batch_size, args.on_error, not args.no_progress
+    )
     prediction = classifier.predict(embeddings, top_k=args.k, reject=not args.no_reject)
     rows = [
         _row(path, truth, classifier.class_names, prediction, i)
@@ -100,14 +102,16 @@ def _read_list(path: Path) -> list[tuple[Path, str | None]]:
     return [(Path(line), None) for line in lines if line and not line.startswith("#")]
 
 
-def _embed(
+def embed_image_files(
     model: torch.nn.Module,
     images: list[tuple[Path, str | None]],
     device: torch.device,
-    args: argparse.Namespace,
+    batch_size: int = 64,
+    on_error: str = "raise",
+    progress: bool = True,
 ) -> tuple[list[tuple[Path, str | None]], torch.Tensor]:
-    """Unit embeddings of the readable images, in order; unreadable ones skipped (a warning
-    each) with --on-error skip, else the first stops the command, named."""
+    """Unit embeddings `[N, D]` of the readable images (path, label) and those images, in order;
+    with on_error="skip" an unreadable one is left out with a warning, else it stops, named."""
     from tqdm.auto import tqdm
 
     from vmfml.data.transforms import make_transform
@@ -120,17 +124,17 @@ def _embed(
 
     def batches() -> Iterator[tuple[torch.Tensor, None]]:
         chunk: list[torch.Tensor] = []
-        with tqdm(images, desc="classify", unit="img", disable=args.no_progress) as bar:
+        with tqdm(images, desc="embed images", unit="img", disable=not progress) as bar:
             for path, truth in bar:
                 try:
                     chunk.append(prepare(path, preprocessing, transform))
                 except (ValueError, FileNotFoundError) as err:
-                    if args.on_error != "skip":
+                    if on_error != "skip":
                         raise
                     warnings.warn(f"skipping image: {err}", stacklevel=1)
                     continue
                 kept.append((path, truth))
-                if len(chunk) == args.batch_size:
+                if len(chunk) == batch_size:
                     yield torch.stack(chunk), None
                     chunk = []
         if chunk:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from vmfml.files import write_text_atomic
 
@@ -21,6 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--eval-ks", help="K of Recall@K, e.g. 1,2,4,8 (default: the training run's)"
+    )
+    parser.add_argument(
+        "--unknown",
+        metavar="FOLDER",
+        help="images of classes the model never saw: open-set figures (AUROC, FPR@95, ...) of "
+        "every rejection score against the test images, under 'open_set'",
+    )
+    parser.add_argument(
+        "--score", help="the rejection score whose threshold decides (default: the stored one)"
+    )
+    parser.add_argument(
+        "--keep-rate", type=float, help="share of known images kept (default: the stored one)"
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", help="write the metrics JSON here (default: print only)")
@@ -47,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         saved["data_root"] = None
     config = load_config(None, saved)
+    if args.unknown and config.split == "class-disjoint":
+        raise ValueError(
+            "--unknown needs test images of the training classes, and a class-disjoint run "
+            "tests on other classes; evaluate a run with --split standard"
+        )
+    if args.unknown and not Path(args.unknown).exists():
+        raise FileNotFoundError(f"--unknown {args.unknown}: no such file or folder")
     device = resolve_device(args.device)
     data = build_datasets(config)
     loss = None
@@ -56,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         loss = create_loss(entry["name"], entry["num_classes"], model.embed_dim, **entry["options"])
         loss.restore_state(entry["state_dict"])
         loss.eval()
-    metrics, _, _ = evaluate_model(
+    metrics, test_emb, test_labels = evaluate_model(
         model.to(device),
         loss.to(device) if loss is not None else None,
         data.train,
@@ -68,7 +88,54 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         gallery_set=data.gallery,
     )
+    if args.unknown:
+        metrics["open_set"] = _open_set(args, model, config, device, (test_emb, test_labels))
     if args.out:
         write_text_atomic(args.out, json.dumps(metrics, indent=2))
     print_summary(metrics, Path(args.checkpoint).parent)
+    if args.unknown:
+        _print_open_set(metrics["open_set"])
     return 0
+
+
+def _open_set(
+    args: argparse.Namespace,
+    model: Any,
+    config: Any,
+    device: Any,
+    known: tuple[Any, Any],
+) -> dict[str, Any]:
+    from vmfml.index.images import list_query_images
+    from vmfml.openset.commands import embed_image_files
+    from vmfml.train.checkpoint import model_file
+    from vmfml.train.open_set import load_or_fit_classifier, open_set_report
+
+    classifier = load_or_fit_classifier(
+        model, model_file(args.checkpoint), config, device, progress=not args.no_progress
+    ).configured(score=args.score, keep_rate=args.keep_rate)
+    _, unknown = embed_image_files(
+        model, list_query_images(args.unknown), device, progress=not args.no_progress
+    )
+    return open_set_report(classifier, known, unknown)
+
+
+def _print_open_set(report: dict[str, Any]) -> None:
+    print(
+        f"\nopen set: {report['known_images']} test images of the known classes against "
+        f"{report['unknown_images']} unknown images"
+    )
+    print(
+        f"  {'score':<15} {'AUROC':>6} {'AUPR-IN':>8} {'AUPR-OUT':>8} {'FPR@95':>7} {'kept':>6} {'flagged':>8}"
+    )
+    for name, s in report["scores"].items():
+        mark = "*" if name == report["score"] else " "
+        print(
+            f" {mark}{name:<15} {s['auroc']:>6.4f} {s['aupr_in']:>8.4f} {s['aupr_out']:>8.4f} "
+            f"{s['fpr_at_95']:>7.4f} {s['kept']:>6.3f} {s['flagged']:>8.3f}"
+        )
+    print(
+        f"  * decides (threshold keeps {report['keep_rate']:.0%} of the {report['threshold_from']}): "
+        f"closed-set accuracy {report['closed_set_accuracy']:.4f}, with rejection "
+        f"{report['known_accuracy']:.4f} of the known images kept and right, open-set accuracy "
+        f"{report['open_set_accuracy']:.4f}"
+    )

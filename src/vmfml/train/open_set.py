@@ -78,3 +78,51 @@ def load_or_fit_classifier(
     except OSError as err:
         print(f"vmfml: could not write {path} ({err}); it will be fitted again", file=sys.stderr)
     return classifier
+
+
+def open_set_report(
+    classifier: OpenSetClassifier,
+    known: tuple[torch.Tensor, torch.Tensor],
+    unknown: torch.Tensor,
+) -> dict[str, Any]:
+    """Open-set figures of test images of the known classes against images of no known class.
+
+    For every score: AUROC, AUPR-IN, AUPR-OUT, FPR@95 and FPR95TPR (`open_set_metrics`), and at
+    its threshold from the held-out images the share of known test images kept (`kept`, to set
+    beside the stated keep rate) and of unknown images flagged (`flagged`). Then, for the
+    classifier's own score: `closed_set_accuracy` (best class, no rejection), and with rejection
+    `known_accuracy` (known images both kept and right, over the known images) and
+    `open_set_accuracy` (known images kept and right plus unknown images flagged, over all).
+
+    Args:
+        known: unit embeddings [N, D] of known-class test images and their class indices [N].
+        unknown: unit embeddings [M, D] of images of classes the model never saw.
+    """
+    from vmfml.openset.functional import SCORES, open_set_metrics
+
+    emb, labels = known
+    scores: dict[str, Any] = {}
+    for name in SCORES:
+        chosen = classifier.configured(score=name)
+        known_scores, unknown_scores = chosen.scores(emb), chosen.scores(unknown)
+        scores[name] = {
+            **open_set_metrics(known_scores, unknown_scores),
+            "threshold": chosen.threshold,
+            "kept": float((known_scores <= chosen.threshold).double().mean()),
+            "flagged": float((unknown_scores > chosen.threshold).double().mean()),
+        }
+    right = classifier.predict(emb).label == labels
+    kept = classifier.predict(emb).unknown.logical_not()
+    flagged = classifier.predict(unknown).unknown
+    total = len(labels) + len(unknown)
+    return {
+        "score": classifier.score,
+        "keep_rate": classifier.keep_rate,
+        "threshold_from": classifier.info.get("fitted_on"),
+        "known_images": len(labels),
+        "unknown_images": len(unknown),
+        "closed_set_accuracy": float(right.double().mean()),
+        "known_accuracy": float((right & kept).double().mean()),
+        "open_set_accuracy": float(((right & kept).sum() + flagged.sum()) / total),
+        "scores": scores,
+    }
