@@ -206,3 +206,20 @@ def test_evaluate_unknown_reports_every_score_as_classify_decides(
     assert "open set: 48 test images of the known classes against 180 unknown images" in result.out
     refused = run_cli("evaluate", "--checkpoint", run, "--unknown", tmp_path / "nowhere")
     assert refused.code == 2 and "nowhere: no such file or folder" in refused.err
+
+
+def test_evaluate_reports_calibration_and_draws_the_reliability_diagram(
+    trained_run: tuple[Path, Path], tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    run, _ = trained_run
+    trained = json.loads((run / "metrics.json").read_text())["calibration"]
+    assert trained["before"]["kappa"] == 16.0 and trained["fitted_on"] == "held-out images"
+    png, out = tmp_path / "reliability.png", tmp_path / "m.json"
+    result = run_cli(
+        "evaluate", "--checkpoint", run, "--reliability", png, "--out", out, "--no-progress"
+    )
+    assert result.code == 0, result.err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = json.loads(out.read_text())["calibration"]
+    assert again["after"]["ece"] == pytest.approx(trained["after"]["ece"], abs=1e-6)
+    assert "calibration of the vMF posterior on the test images: ECE" in result.out

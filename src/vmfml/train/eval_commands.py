@@ -35,22 +35,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-rate", type=float, help="share of known images kept (default: the stored one)"
     )
+    parser.add_argument(
+        "--reliability",
+        metavar="PNG",
+        help="also draw the reliability diagram of the vMF posterior, before and after its "
+        "concentration is fitted on held-out images (same classes only)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", help="write the metrics JSON here (default: print only)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    from vmfml.index.cli_common import check_output_file
     from vmfml.losses import create_loss
-    from vmfml.train.checkpoint import load_embedding_model
+    from vmfml.train.checkpoint import load_embedding_model, model_file
     from vmfml.train.commands import print_summary
     from vmfml.train.config import TrainConfig, load_config
     from vmfml.train.datasets import build_datasets
     from vmfml.train.evaluation import evaluate_model
     from vmfml.train.loop import resolve_device
+    from vmfml.train.open_set import (
+        calibration_report,
+        calibration_summary,
+        describe_calibration,
+        load_or_fit_classifier,
+        trained_kappa,
+    )
+    from vmfml.train.plots import plot_reliability
 
     model, ckpt = load_embedding_model(args.checkpoint)
-    saved = dict(ckpt.get("config") or TrainConfig().to_dict())
+    run_config = dict(ckpt.get("config") or TrainConfig().to_dict())
+    saved = dict(run_config)
     overrides = {
         k: v
         for k, v in {"data": args.data, "split": args.split, "eval_ks": args.eval_ks}.items()
@@ -60,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         saved["data_root"] = None
     config = load_config(None, saved)
-    if args.unknown and config.split == "class-disjoint":
-        raise ValueError(
-            "--unknown needs test images of the training classes, and a class-disjoint run "
-            "tests on other classes; evaluate a run with --split standard"
-        )
+    for flag, value in (("--unknown", args.unknown), ("--reliability", args.reliability)):
+        if value and config.split == "class-disjoint":
+            raise ValueError(
+                f"{flag} needs test images of the training classes, and a class-disjoint run "
+                "tests on other classes: evaluate a run made with --split standard"
+            )
+    if args.reliability:
+        check_output_file(args.reliability, "--reliability")
     if args.unknown and not Path(args.unknown).exists():
         raise FileNotFoundError(f"--unknown {args.unknown}: no such file or folder")
     device = resolve_device(args.device)
@@ -72,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     loss = None
     entry = ckpt.get("loss")
     same_classes = list(data.train.class_names) == list(ckpt.get("class_names") or [])
+    if (args.unknown or args.reliability) and not same_classes:
+        raise ValueError(
+            f"--data {config.data} has other classes than the run was trained on; "
+            "--unknown and --reliability need test images of the run's own classes"
+        )
     if entry and same_classes:
         loss = create_loss(entry["name"], entry["num_classes"], model.embed_dim, **entry["options"])
         loss.restore_state(entry["state_dict"])
@@ -88,11 +112,27 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         gallery_set=data.gallery,
     )
-    if args.unknown:
-        metrics["open_set"] = _open_set(args, model, config, device, (test_emb, test_labels))
+    known = (test_emb, test_labels)
+    if not data.disjoint and same_classes:
+        # The run's own classifier, fitted (once) on the run's own data, whatever --data says.
+        classifier = load_or_fit_classifier(
+            model,
+            model_file(args.checkpoint),
+            load_config(None, run_config),
+            device,
+            progress=not args.no_progress,
+        ).configured(score=args.score, keep_rate=args.keep_rate)
+        calibration = calibration_report(classifier, known, trained_kappa(loss))
+        metrics["calibration"] = calibration_summary(calibration)
+        if args.reliability:
+            plot_reliability(calibration, args.reliability)
+        if args.unknown:
+            metrics["open_set"] = _open_set(args, model, classifier, device, known)
     if args.out:
         write_text_atomic(args.out, json.dumps(metrics, indent=2))
     print_summary(metrics, Path(args.checkpoint).parent)
+    if "calibration" in metrics:
+        print(describe_calibration(metrics["calibration"]))
     if args.unknown:
         _print_open_set(metrics["open_set"])
     return 0
@@ -101,18 +141,14 @@ def run(args: argparse.Namespace) -> int:
 def _open_set(
     args: argparse.Namespace,
     model: Any,
-    config: Any,
+    classifier: Any,
     device: Any,
     known: tuple[Any, Any],
 ) -> dict[str, Any]:
     from vmfml.index.images import list_query_images
     from vmfml.openset.commands import embed_image_files
-    from vmfml.train.checkpoint import model_file
-    from vmfml.train.open_set import load_or_fit_classifier, open_set_report
+    from vmfml.train.open_set import open_set_report
 
-    classifier = load_or_fit_classifier(
-        model, model_file(args.checkpoint), config, device, progress=not args.no_progress
-    ).configured(score=args.score, keep_rate=args.keep_rate)
     _, unknown = embed_image_files(
         model, list_query_images(args.unknown), device, progress=not args.no_progress
     )

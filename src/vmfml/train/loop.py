@@ -54,7 +54,13 @@ from vmfml.train.config import RESUME_KEYS, RUNTIME_KEYS, TrainConfig, save_conf
 from vmfml.train.datasets import DataSplit, build_datasets
 from vmfml.train.evaluation import evaluate_model
 from vmfml.train.length import training_epochs
-from vmfml.train.open_set import CLASSIFIER, fit_run_classifier
+from vmfml.train.open_set import (
+    CLASSIFIER,
+    calibration_report,
+    calibration_summary,
+    fit_run_classifier,
+    trained_kappa,
+)
 from vmfml.train.validation import EarlyStopping, validate
 
 CHECKPOINT = "checkpoint.pt"
@@ -70,6 +76,7 @@ RUN_FILES = (
     "history.json",
     "training_curves.png",
     "embedding.png",
+    "reliability.png",
 )
 # The largest input small_cnn gets when --image-size is not given.
 SMALL_CNN_DEFAULT_MAX_SIZE = 64
@@ -478,6 +485,10 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     if not main:
         return RunResult(metrics={}, history=history, out_dir=out)
     classifier.save(out / CLASSIFIER)
+    calibration = None
+    if not data.disjoint:
+        calibration = calibration_report(classifier, (test_emb, test_labels), trained_kappa(loss))
+        metrics["calibration"] = calibration_summary(calibration)
     metrics["kept"] = kept
     if before is not None:
         metrics["before_training"] = before
@@ -494,11 +505,13 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     write_text_atomic(out / "history.json", json.dumps(history, indent=2))
     if config.plots:
-        from vmfml.train.plots import plot_embedding, plot_history
+        from vmfml.train.plots import plot_embedding, plot_history, plot_reliability
 
         plot_history(history, out / "training_curves.png", kept_epoch=kept["epoch"], before=before)
         class_names = data.test.class_names
         plot_embedding(test_emb, test_labels, class_names, out / "embedding.png", seed=config.seed)
+        if calibration is not None:
+            plot_reliability(calibration, out / "reliability.png")
     return RunResult(metrics=metrics, history=history, out_dir=out)
 
 

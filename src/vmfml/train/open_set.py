@@ -126,3 +126,69 @@ def open_set_report(
         "open_set_accuracy": float(((right & kept).sum() + flagged.sum()) / total),
         "scores": scores,
     }
+
+
+def calibration_report(
+    classifier: OpenSetClassifier,
+    known: tuple[torch.Tensor, torch.Tensor],
+    trained_kappa: float | None,
+) -> dict[str, Any]:
+    """How well the vMF posterior's probabilities match how often it is right, on test images of
+    the known classes: ECE (15 bins) and NLL at the concentration the loss trained with
+    (`before`; None for a loss without one) and at the one fitted on held-out images (`after`),
+    with each image's confidence for a reliability diagram."""
+    from vmfml.metrics.classification import expected_calibration_error
+    from vmfml.openset.functional import posteriors
+
+    emb, labels = known
+
+    def at(kappa: float) -> dict[str, Any]:
+        probs = posteriors(emb, classifier.mean_directions, kappa)
+        confidence, best = probs.max(dim=1)
+        correct = best == labels
+        return {
+            "kappa": kappa,
+            "ece": expected_calibration_error(confidence, correct),
+            "nll": float(-probs.gather(1, labels[:, None]).clamp_min(1e-300).log().mean()),
+            "confidence": confidence,
+            "correct": correct,
+        }
+
+    return {
+        "fitted_on": classifier.info.get("fitted_on"),
+        "before": None if trained_kappa is None else at(trained_kappa),
+        "after": at(classifier.kappa),
+    }
+
+
+def calibration_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without the per-image arrays: what metrics.json keeps."""
+    return {
+        key: (
+            {k: v for k, v in value.items() if k not in ("confidence", "correct")}
+            if isinstance(value, dict)
+            else value
+        )
+        for key, value in report.items()
+    }
+
+
+def trained_kappa(loss: Any) -> float | None:
+    """The shared concentration a vMF loss trained with; None for other losses."""
+    kappa = getattr(loss, "kappa", None)
+    return None if kappa is None else float(kappa)
+
+
+def describe_calibration(summary: dict[str, Any]) -> str:
+    """One line for the console from `calibration_summary`."""
+    after = summary["after"]
+    fitted = (
+        f"ECE {after['ece']:.4f} at kappa {after['kappa']:.3g} (fitted on {summary['fitted_on']})"
+    )
+    before = summary.get("before")
+    if before is None:
+        return f"calibration of the vMF posterior on the test images: {fitted}"
+    return (
+        f"calibration of the vMF posterior on the test images: ECE {before['ece']:.4f} at the "
+        f"trained kappa {before['kappa']:.3g} -> {fitted}"
+    )

@@ -91,3 +91,37 @@ def plot_embedding(
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
+
+
+def plot_reliability(report: dict[str, Any], path: str | Path, n_bins: int = 15) -> Path:
+    """Reliability diagram of `train.open_set.calibration_report`: accuracy against confidence in
+    equal-width bins, for the posterior before and after its concentration was fitted."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for key, colour in (("before", "tab:orange"), ("after", "tab:blue")):
+        part = report.get(key)
+        if part is None:
+            continue
+        conf = torch.as_tensor(part["confidence"]).double().numpy()
+        hit = torch.as_tensor(part["correct"]).double().numpy()
+        bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+        filled = [b for b in range(n_bins) if (bins == b).any()]
+        ax.plot(
+            [conf[bins == b].mean() for b in filled],
+            [hit[bins == b].mean() for b in filled],
+            marker="o",
+            color=colour,
+            label=f"{key}: kappa {part['kappa']:.3g}, ECE {part['ece']:.3f}",
+        )
+    ax.set_xticks(edges[:: max(1, n_bins // 5)])
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (posterior of the chosen class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability of the vMF posterior (test images)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    save_figure_atomic(fig, path, dpi=110)
+    plt.close(fig)
+    return Path(path)
