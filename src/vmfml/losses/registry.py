@@ -13,6 +13,7 @@ from vmfml.directions import DIRECTIONS, direction_options
 
 from . import baselines
 from .base import BaseLoss, MetricLoss
+from .cider import cider_loss
 from .vmf import VMFLoss
 
 __all__ = [
@@ -56,6 +57,7 @@ LOSSES: dict[str, Callable[..., BaseLoss]] = {
     "normalized_softmax": baselines.normalized_softmax_loss,
     "arcface": baselines.arcface_loss,
     "cosface": baselines.cosface_loss,
+    "cider": cider_loss,
 }
 
 
@@ -114,7 +116,7 @@ def create_loss(
     Names: vmf (options kappa, directions, learn_kappa and the strategy's options, e.g.
     momentum, init), vmf_global / vmf_accumulate / vmf_ema / vmf_learned (the same with the
     strategy fixed), softmax, triplet, contrastive, lifted_structure, npair, multi_similarity,
-    proxy_nca, proxy_anchor, normalized_softmax, arcface, cosface. Unknown names or options raise
+    proxy_nca, proxy_anchor, normalized_softmax, arcface, cosface, cider. Unknown names or options raise
     a ValueError that lists the valid ones. The result follows `MetricLoss`.
 
     `seed` fixes every random start of the loss, whatever the global random state: the vMF
