@@ -7,7 +7,7 @@ from vmfml.data.fashion_mnist import download_fashion_mnist, fashion_mnist
 from vmfml.data.idx import read_idx
 from vmfml.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, decode_image, image_folder
 from vmfml.data.mnist_digits import mnist_digits
-from vmfml.data.registry import list_datasets, load_dataset, load_splits
+from vmfml.data.registry import list_datasets, load_dataset, load_open_set_splits, load_splits
 from vmfml.data.splits import (
     class_disjoint_split,
     per_source_class_split,
@@ -43,6 +43,7 @@ __all__ = [
     "image_folder",
     "list_datasets",
     "load_dataset",
+    "load_open_set_splits",
     "load_splits",
     "make_transform",
     "mnist_digits",

@@ -25,7 +25,7 @@ from vmfml.data.splits import (
     stratified_split,
 )
 
-SPLIT_KINDS = ("standard", "class-disjoint")
+SPLIT_KINDS = ("standard", "class-disjoint", "open-set")
 
 
 def _fashion(split: str | None, root: str | Path | None, download: bool) -> ImageDataset:
@@ -138,8 +138,10 @@ def load_splits(
         the other 5 tested on the official test images; everything else: half the classes
         (`class_disjoint_split`).
     """
-    if split not in SPLIT_KINDS:
-        raise ValueError(f"split must be one of {', '.join(SPLIT_KINDS)}; got {split!r}")
+    if split not in SPLIT_KINDS or split == "open-set":
+        known = ", ".join(k for k in SPLIT_KINDS if k != "open-set")
+        hint = " (open-set has a third part: load_open_set_splits)" if split == "open-set" else ""
+        raise ValueError(f"split must be one of {known}; got {split!r}{hint}")
 
     def load(part: str | None) -> ImageDataset:
         return load_dataset(
@@ -158,3 +160,45 @@ def load_splits(
     if dataset.class_sources is not None:
         return per_source_class_split(dataset, seed=seed)
     return class_disjoint_split(dataset, seed=seed)
+
+
+def load_open_set_splits(
+    spec: str | Path,
+    unknown_fraction: float = 0.3,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    root: str | Path | None = None,
+    download: bool = False,
+    on_error: str = "raise",
+    image_size: int | tuple[int, int] | None = None,
+    mode: str = "RGB",
+    validate: bool = False,
+    progress: bool = True,
+) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """(train, test, unknown) for open-set recognition: `unknown_fraction` of the classes, drawn
+    by `seed`, are held out whole as `unknown` (never trained on); the other classes are split
+    into train and test images as split="standard" does (fashion-mnist: its official train and
+    test images of those classes; its unknown images are the official test images)."""
+    if not 0.0 < unknown_fraction < 1.0:
+        raise ValueError(f"unknown_fraction must be in (0, 1); got {unknown_fraction}")
+
+    def load(part: str | None) -> ImageDataset:
+        return load_dataset(
+            spec, part, root, download, on_error, image_size, mode, validate, progress
+        )
+
+    if str(spec) == "fashion-mnist":
+        train, test = load("train"), load("test")
+        known, unknown = class_disjoint_split(
+            train, test_fraction_of_classes=unknown_fraction, seed=seed
+        )
+        return (
+            known,
+            select_classes(test, known.class_names),
+            select_classes(test, unknown.class_names),
+        )
+    known, unknown = class_disjoint_split(
+        load(None), test_fraction_of_classes=unknown_fraction, seed=seed
+    )
+    train, test = stratified_split(known, test_fraction=test_fraction, seed=seed)
+    return train, test, unknown

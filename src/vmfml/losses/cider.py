@@ -91,7 +91,10 @@ class CIDERLoss(BaseLoss):
             torch.logsumexp(similarities.masked_fill(~others, -math.inf), dim=1)
             - math.log(self.num_classes - 1)
         ).mean()
-        self._last = {"compactness": float(compact.detach()), "dispersion": float(dispersion.detach())}
+        self._last = {
+            "compactness": float(compact.detach()),
+            "dispersion": float(dispersion.detach()),
+        }
         return self.weight * compact + dispersion
 
     def log_values(self) -> dict[str, float]:

@@ -60,6 +60,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from vmfml.train.config import load_config
     from vmfml.train.loop import CHECKPOINT, TrainingDiverged, train
+    from vmfml.train.open_set import print_open_set_figures
 
     if args.nproc < 1:
         raise ValueError(f"--nproc must be 1 or more; got {args.nproc}")
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if result.metrics:  # only process 0 of a multi-process run has them
         print_summary(result.metrics, Path(config.out_dir))
+        print_open_set_figures(result.metrics)
         print_next_steps(Path(config.out_dir), config.data)
     return 0
 

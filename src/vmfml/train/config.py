@@ -60,8 +60,14 @@ class TrainConfig:
     split: str = field(
         default="standard",
         metadata={
-            "help": "'standard' (train/test images of the same classes) or 'class-disjoint' (test classes unseen)"
+            "help": "'standard' (train/test images of the same classes), 'class-disjoint' (test "
+            "classes unseen) or 'open-set' (standard on most classes, --unknown-fraction of the "
+            "classes held out whole as unknown images for the open-set figures)"
         },
+    )
+    unknown_fraction: float = field(
+        default=0.3,
+        metadata={"help": "--split open-set: share of the classes held out as unknown"},
     )
     test_fraction: float = field(
         default=0.2,
@@ -266,7 +272,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.loss, self.directions = canonical_loss(self.loss, self.directions)
         choices = {
-            "split": ("standard", "class-disjoint"),
+            "split": ("standard", "class-disjoint", "open-set"),
             "on_bad_image": ("raise", "skip"),
             "augment": ("none", "flip", "flip_crop"),
             "optimizer": ("adamw", "sgd"),
@@ -297,6 +303,8 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) is not None and not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be positive; got {getattr(self, key)!r}")
+        if not 0.0 < self.unknown_fraction < 1.0:
+            raise ValueError(f"unknown_fraction must be in (0, 1); got {self.unknown_fraction}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1); got {self.test_fraction}")
         if not 0.0 <= self.ema_momentum < 1.0:
@@ -337,6 +345,8 @@ class TrainConfig:
                 "--test-fraction applies only to --split standard on a data set without its own "
                 "test split (fashion-mnist has one)"
             )
+        if "unknown_fraction" in given and self.split != "open-set":
+            raise ValueError("--unknown-fraction applies only to --split open-set")
         valid = loss_option_names(self.loss, self.directions)
         options = self.loss_options()
         unused = [

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from vmfml.data import load_splits
+from vmfml.data import load_open_set_splits, load_splits
 from vmfml.data.benchmarks import BENCHMARKS, get_benchmark
 from vmfml.train.config import TrainConfig
 from vmfml.train.validation import carve_validation
@@ -24,6 +24,8 @@ class DataSplit:
     gallery: Any = None
     # Held out of the training images (--val-fraction); None without validation.
     val: Any = None
+    # --split open-set: images of the classes held out whole (never trained on); else None.
+    unknown: Any = None
 
     @property
     def num_classes(self) -> int:
@@ -47,6 +49,19 @@ def data_seed(config: TrainConfig) -> int:
 
 def _local(config: TrainConfig) -> DataSplit:
     is_folder = config.data not in ("fashion-mnist", "animal-mnist", "mnist-digits", "combined-30")
+    if config.split == "open-set":
+        train, test, unknown = load_open_set_splits(
+            config.data,
+            unknown_fraction=config.unknown_fraction,
+            test_fraction=config.test_fraction,
+            seed=data_seed(config),
+            root=config.data_root,
+            on_error=config.on_bad_image,
+            image_size=config.image_size,
+            validate=is_folder,
+            progress=config.progress,
+        )
+        return DataSplit(train, test, disjoint=False, unknown=unknown)
     train, test = load_splits(
         config.data,
         split=config.split,

@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", help="evaluate on another data set or folder (default: the training run's)"
     )
     parser.add_argument(
-        "--split", choices=("standard", "class-disjoint"), help="default: the training run's"
+        "--split",
+        choices=("standard", "class-disjoint", "open-set"),
+        help="default: the training run's",
     )
     parser.add_argument(
         "--eval-ks", help="K of Recall@K, e.g. 1,2,4,8 (default: the training run's)"
@@ -58,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from vmfml.train.open_set import (
         calibration_report,
         calibration_summary,
-        describe_calibration,
+        embed_unknown,
         load_or_fit_classifier,
+        open_set_report,
+        print_open_set_figures,
         trained_kappa,
     )
     from vmfml.train.plots import plot_reliability
@@ -128,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
             plot_reliability(calibration, args.reliability)
         if args.unknown:
             metrics["open_set"] = _open_set(args, model, classifier, device, known)
+        elif data.unknown is not None:  # --split open-set: its held-out classes
+            unknown = embed_unknown(model, data.unknown, device, progress=not args.no_progress)
+            metrics["open_set"] = open_set_report(classifier, known, unknown)
     if args.out:
         write_text_atomic(args.out, json.dumps(metrics, indent=2))
     print_summary(metrics, Path(args.checkpoint).parent)
-    if "calibration" in metrics:
-        print(describe_calibration(metrics["calibration"]))
-    if args.unknown:
-        _print_open_set(metrics["open_set"])
+    print_open_set_figures(metrics)
     return 0
 
 
@@ -153,25 +157,3 @@ def _open_set(
         model, list_query_images(args.unknown), device, progress=not args.no_progress
     )
     return open_set_report(classifier, known, unknown)
-
-
-def _print_open_set(report: dict[str, Any]) -> None:
-    print(
-        f"\nopen set: {report['known_images']} test images of the known classes against "
-        f"{report['unknown_images']} unknown images"
-    )
-    print(
-        f"  {'score':<15} {'AUROC':>6} {'AUPR-IN':>8} {'AUPR-OUT':>8} {'FPR@95':>7} {'kept':>6} {'flagged':>8}"
-    )
-    for name, s in report["scores"].items():
-        mark = "*" if name == report["score"] else " "
-        print(
-            f" {mark}{name:<15} {s['auroc']:>6.4f} {s['aupr_in']:>8.4f} {s['aupr_out']:>8.4f} "
-            f"{s['fpr_at_95']:>7.4f} {s['kept']:>6.3f} {s['flagged']:>8.3f}"
-        )
-    print(
-        f"  * decides (threshold keeps {report['keep_rate']:.0%} of the {report['threshold_from']}): "
-        f"closed-set accuracy {report['closed_set_accuracy']:.4f}, with rejection "
-        f"{report['known_accuracy']:.4f} of the known images kept and right, open-set accuracy "
-        f"{report['open_set_accuracy']:.4f}"
-    )

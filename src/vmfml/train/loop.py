@@ -58,7 +58,9 @@ from vmfml.train.open_set import (
     CLASSIFIER,
     calibration_report,
     calibration_summary,
+    embed_unknown,
     fit_run_classifier,
+    open_set_report,
     trained_kappa,
 )
 from vmfml.train.validation import EarlyStopping, validate
@@ -482,6 +484,11 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     classifier = fit_run_classifier(
         model, data, device, progress=config.progress and main, precision=precision
     )
+    unknown = None
+    if data.unknown is not None:  # --split open-set: the held-out classes' images
+        unknown = embed_unknown(
+            model, data.unknown, device, progress=config.progress and main, precision=precision
+        )
     if not main:
         return RunResult(metrics={}, history=history, out_dir=out)
     classifier.save(out / CLASSIFIER)
@@ -489,6 +496,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     if not data.disjoint:
         calibration = calibration_report(classifier, (test_emb, test_labels), trained_kappa(loss))
         metrics["calibration"] = calibration_summary(calibration)
+    if unknown is not None:
+        metrics["open_set"] = open_set_report(classifier, (test_emb, test_labels), unknown)
     metrics["kept"] = kept
     if before is not None:
         metrics["before_training"] = before

@@ -52,6 +52,22 @@ def fit_run_classifier(
     return OpenSetClassifier.fit(list(data.train.class_names), train, held_out)
 
 
+def embed_unknown(
+    model: torch.nn.Module,
+    dataset: Any,
+    device: torch.device,
+    batch_size: int = 512,
+    progress: bool = True,
+    precision: str = "32",
+) -> torch.Tensor:
+    """Unit embeddings [M, D] of the images of classes the model never saw (--split open-set)."""
+    preprocessing: dict[str, Any] = dict(model.preprocessing)  # type: ignore[arg-type]
+    feats, _ = embed_dataset(
+        model, dataset, preprocessing, device, batch_size, 0, progress, "embed unknown", precision
+    )
+    return F.normalize(feats, dim=1)
+
+
 def load_or_fit_classifier(
     model: torch.nn.Module,
     model_path: str | Path,
@@ -191,4 +207,33 @@ def describe_calibration(summary: dict[str, Any]) -> str:
     return (
         f"calibration of the vMF posterior on the test images: ECE {before['ece']:.4f} at the "
         f"trained kappa {before['kappa']:.3g} -> {fitted}"
+    )
+
+
+def print_open_set_figures(metrics: dict[str, Any]) -> None:
+    """The calibration line and the open-set table of a metrics dict, where it has them."""
+    if "calibration" in metrics:
+        print(describe_calibration(metrics["calibration"]))
+    report = metrics.get("open_set")
+    if report is None:
+        return
+    print(
+        f"\nopen set: {report['known_images']} test images of the known classes against "
+        f"{report['unknown_images']} unknown images"
+    )
+    print(
+        f"  {'score':<15} {'AUROC':>6} {'AUPR-IN':>8} {'AUPR-OUT':>8} {'FPR@95':>7} "
+        f"{'kept':>6} {'flagged':>8}"
+    )
+    for name, s in report["scores"].items():
+        mark = "*" if name == report["score"] else " "
+        print(
+            f" {mark}{name:<15} {s['auroc']:>6.4f} {s['aupr_in']:>8.4f} {s['aupr_out']:>8.4f} "
+            f"{s['fpr_at_95']:>7.4f} {s['kept']:>6.3f} {s['flagged']:>8.3f}"
+        )
+    print(
+        f"  * decides (threshold keeps {report['keep_rate']:.0%} of the "
+        f"{report['threshold_from']}): closed-set accuracy {report['closed_set_accuracy']:.4f}, "
+        f"with rejection {report['known_accuracy']:.4f} of the known images kept and right, "
+        f"open-set accuracy {report['open_set_accuracy']:.4f}"
     )
