@@ -1,5 +1,5 @@
-"""Images in and out of the app: decoding uploads and gallery files with their pixel count checked
-before any pixel is decoded, and the thumbnails (encoding and a byte-bounded LRU of them)."""
+"""Images in and out of the app: decoding uploads and gallery files (format and pixel count checked
+before any pixel is decoded), and the thumbnails (encoding and a byte-bounded LRU of them)."""
 
 import io
 import threading
@@ -7,39 +7,23 @@ from collections import OrderedDict
 from typing import Any
 
 from fastapi import HTTPException
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from vmfml.data import decode
 
 
 def open_image(source: Any, max_pixels: int, what: str) -> Image.Image:
-    """Open and decode an image from a path or binary file, refusing bombs before decoding.
+    """Decode an upload or a gallery file with `vmfml.data.decode`, refusals as HTTP errors.
 
-    `Image.open` reads only the header, so the pixel count is known before any pixel is
-    decoded: an image over `max_pixels` is refused with 413 at that point. PIL's own
-    `DecompressionBombError` (past 2 * `Image.MAX_IMAGE_PIXELS`) is mapped to the same answer.
-    Raises HTTPException 415 when the bytes are not an image PIL reads, 400 when it is damaged.
+    The decoder checks the format from the first bytes (415 for anything but JPEG, PNG, WebP,
+    GIF, BMP, TIFF, PPM/PGM, which are never handed to another Pillow plugin), the pixel count
+    from the header before decoding (413 past `max_pixels`; a larger JPEG is decoded reduced to
+    fit), and answers 400 for a damaged file.
     """
     try:
-        image = Image.open(source)
-    except Image.DecompressionBombError as err:
-        raise HTTPException(413, f"{what} has too many pixels: {err}") from err
-    except UnidentifiedImageError as err:
-        raise HTTPException(
-            415, f"{what} is not an image that can be read (PNG, JPEG, GIF, BMP, TIFF, WebP...)"
-        ) from err
-    width, height = image.size
-    if width * height > max_pixels:
-        image.close()
-        raise HTTPException(
-            413,
-            f"{what} is {width}x{height} = {width * height} pixels, more than the limit of "
-            f"{max_pixels} pixels",
-        )
-    try:
-        image.load()
-    except (OSError, ValueError, SyntaxError) as err:  # PIL's decoders raise all three
-        image.close()
-        raise HTTPException(400, f"{what} is a damaged or truncated image: {err}") from err
-    return image
+        return decode.open_image(source, max_pixels, what)
+    except decode.ImageRefused as err:
+        raise HTTPException(err.status, str(err)) from err
 
 
 def encode_thumbnail(image: Image.Image, size: int) -> tuple[bytes, str]:
