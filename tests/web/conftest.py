@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 
 PER_CLASS = 6
+# The app accepts only loopback Host headers (TestClient sends "testserver" unless told).
+LOCAL = "http://127.0.0.1"
 
 
 @dataclass
@@ -118,7 +120,9 @@ def client(searcher) -> Iterator:  # noqa: ANN001
 
     from vmfml.web import ServeSettings, create_app
 
-    with TestClient(create_app(searcher, ServeSettings(max_k=50, default_k=5))) as c:
+    with TestClient(
+        create_app(searcher, ServeSettings(max_k=50, default_k=5)), base_url=LOCAL
+    ) as c:
         yield c
 
 
