@@ -452,7 +452,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("size", [(10_000, 5_000), (100_000, 100_000)])
 def test_decompression_bombs_are_413(client: TestClient, size: tuple[int, int]) -> None:
-    # 50 Mpx passes PIL's own warning threshold but not the server's 40 Mpx limit; 10 Gpx trips
+    # 50 Mpx is under PIL's own warning threshold but over the server's 16 Mpx limit; 10 Gpx trips
     # PIL's DecompressionBombError at open. Neither is decoded (that would take GBs).
     r = client.post(
         "/api/search/image", files={"file": ("bomb.png", _png_header_only(*size), "image/png")}

@@ -314,3 +314,39 @@ def test_a_port_in_use_is_one_line_and_no_url(capsys: pytest.CaptureFixture[str]
     assert code == 2
     assert f"vmfml serve: error: cannot listen on 127.0.0.1:{port}: Address already in use" in err
     assert "http://" not in err and "Traceback" not in err
+
+
+def test_the_body_deadline_ends_with_the_body() -> None:
+    """The deadline covers the body only: a response that later waits on `receive` for a
+    disconnect (Starlette's streaming responses do) is not cut off."""
+    import anyio
+    from fastapi import HTTPException
+
+    from vmfml.web.middleware import BodyTimeoutMiddleware
+
+    async def client_receive_fast() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def app(scope, receive, send) -> None:  # noqa: ANN001
+        assert (await receive())["body"] == b"{}"
+        await anyio.sleep(0.4)  # past the deadline
+        await receive()  # waiting for a disconnect: no 408 now
+
+    async def nothing(message: dict) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": []}
+    anyio.run(BodyTimeoutMiddleware(app, seconds=0.2), scope, client_receive_fast, nothing)
+
+    async def client_receive_slow() -> dict:
+        await anyio.sleep(5)
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def reads_body(scope, receive, send) -> None:  # noqa: ANN001
+        await receive()
+
+    with pytest.raises(HTTPException) as refused:
+        anyio.run(
+            BodyTimeoutMiddleware(reads_body, seconds=0.2), scope, client_receive_slow, nothing
+        )
+    assert refused.value.status_code == 408

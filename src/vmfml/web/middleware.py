@@ -100,7 +100,8 @@ class BodyTimeoutMiddleware:
     """Answer 408 (and close the connection) when a request body is not whole within `seconds`.
 
     Uvicorn times out idle connections but not a body that trickles in. The clock starts with
-    the request; each wait for the next chunk is cut at what is left of it. As with the size
+    the request; each wait for the next chunk is cut at what is left of it, until the last chunk
+    is in (a response may still wait on `receive` for a disconnect, without a deadline). As with the size
     limit, the refusal is an `HTTPException` raised from the app's `receive`, which FastAPI's
     body parsing lets through to the error handler.
     """
@@ -114,18 +115,24 @@ class BodyTimeoutMiddleware:
             await self.app(scope, receive, send)
             return
         deadline = anyio.current_time() + self.seconds
+        body_done = False
 
         async def receive_in_time() -> Message:
+            nonlocal body_done
+            if body_done:  # later receives only wait for a disconnect: no deadline
+                return await receive()
             left = deadline - anyio.current_time()
             try:
                 with anyio.fail_after(max(left, 0.0)):
-                    return await receive()
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(
                     408,
                     f"request body not received within {self.seconds:g} s",
                     headers={"connection": "close"},
                 ) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
 
         await self.app(scope, receive_in_time, send)
 
