@@ -186,3 +186,18 @@ def test_a_decompression_bomb_is_refused_or_skipped_in_one_line(
     assert code == 0 and "Traceback" not in err
     assert any(x.startswith("vmfml embed: warning: ") and "pixels" in x for x in err.splitlines())
     gallery_bomb.unlink()
+
+
+def test_the_search_grid_shows_a_bomb_or_an_eps_file_as_a_grey_tile(tmp_path: Path) -> None:
+    from vmfml.index.grid import _thumbnail
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_claiming(20_000, 20_000))
+    eps = tmp_path / "picture.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
+    for path in (bomb, eps):
+        tile = _thumbnail(path, 16)
+        assert tile.size == (16, 16) and tile.getpixel((8, 8)) == (220, 220, 220)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(good)
+    assert _thumbnail(good, 16).getpixel((8, 8)) == (10, 200, 30)
