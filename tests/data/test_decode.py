@@ -58,6 +58,13 @@ def test_every_allowed_raster_format_is_read(fmt: str, mode: str) -> None:
     assert image.size == (9, 7)
 
 
+def test_a_bigtiff_is_a_tiff() -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (5, 4), 9).save(buffer, format="TIFF", big_tiff=True)
+    buffer.seek(0)
+    assert decode.open_image(buffer).size == (5, 4)
+
+
 def test_eps_and_other_formats_are_refused_before_pillow_sees_them(monkeypatch) -> None:
     opened = []
     monkeypatch.setattr(

@@ -85,7 +85,7 @@ def sniff_format(head: bytes) -> str | None:
         return "GIF"
     if head.startswith(b"BM"):
         return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF, BigTIFF
         return "TIFF"
     if len(head) >= 2 and head[0:1] == b"P" and head[1:2] in b"123456":
         return "PPM"
