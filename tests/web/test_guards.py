@@ -350,3 +350,18 @@ def test_the_body_deadline_ends_with_the_body() -> None:
             BodyTimeoutMiddleware(reads_body, seconds=0.2), scope, client_receive_slow, nothing
         )
     assert refused.value.status_code == 408
+
+
+def test_the_hosts_answered_follow_host_and_allowed_hosts() -> None:
+    from vmfml.web.commands import allowed_hosts
+
+    loopback = ("127.0.0.1", "localhost", "::1", "[::1]")
+    assert allowed_hosts("127.0.0.1", "") == loopback
+    assert allowed_hosts("0.0.0.0", "") == loopback  # a wildcard names no host: say which
+    assert allowed_hosts("192.168.1.5", "") == (*loopback, "192.168.1.5")
+    assert allowed_hosts("fd00::5", "") == (*loopback, "[fd00::5]")
+    assert allowed_hosts("0.0.0.0", "Search.LAN, 10.0.0.5,") == (
+        *loopback,
+        "search.lan",
+        "10.0.0.5",
+    )

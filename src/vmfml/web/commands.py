@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 API_KEY_VARIABLE = "VMFML_API_KEY"
+WILDCARD_HOSTS = ("0.0.0.0", "::")  # every address of the machine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allowed-hosts",
         default="",
         help="comma-separated host names clients may reach the server by (the Host header), "
-        "besides 127.0.0.1, localhost and ::1; others get 400 (DNS rebinding). Give the "
-        "machine's name or address when serving other machines",
+        "besides 127.0.0.1, localhost, ::1 and --host itself; others get 400 (DNS rebinding). "
+        "With --host 0.0.0.0, give the machine's names and addresses",
     )
     parser.add_argument(
         "--api-key-file",
@@ -136,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.gallery_root is not None and not Path(args.gallery_root).is_dir():
         raise FileNotFoundError(f"--gallery-root {args.gallery_root}: no such folder")
-    extra_hosts = tuple(h.strip().lower() for h in args.allowed_hosts.split(",") if h.strip())
     settings = ServeSettings(
         max_upload_mb=args.max_upload_mb,
         max_k=args.max_k,
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         gallery_root=args.gallery_root,
         decode_slots=args.decode_slots,
         body_timeout_s=args.body_timeout,
-        allowed_hosts=(*ServeSettings.allowed_hosts, *extra_hosts),
+        allowed_hosts=allowed_hosts(args.host, args.allowed_hosts),
         api_key=api_key,
     )
     # Decoded images' buffers are unmapped as soon as they are freed: a burst of uploads does
@@ -163,6 +163,13 @@ def run(args: argparse.Namespace) -> int:
             "without an API key (--no-auth)",
             file=sys.stderr,
         )
+    if args.host in WILDCARD_HOSTS and not args.allowed_hosts.strip():
+        print(
+            f"vmfml serve: warning: listening on {args.host}, but only requests to "
+            f"{', '.join(ServeSettings.allowed_hosts)} are answered (Host header); name the "
+            "others with --allowed-hosts NAME,ADDRESS",
+            file=sys.stderr,
+        )
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"vmfml serve: {len(searcher.index.items)} items from {args.index} "
@@ -174,6 +181,17 @@ def run(args: argparse.Namespace) -> int:
     )
     uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+def allowed_hosts(host: str, extra: str) -> tuple[str, ...]:
+    """The Host header values answered: loopback names, `--host` unless a wildcard, `extra`."""
+    from vmfml.web.settings import LOOPBACK_HOSTS
+
+    names = [*LOOPBACK_HOSTS]
+    if not _is_loopback(host) and host not in WILDCARD_HOSTS:
+        names.append(f"[{host}]" if ":" in host else host)  # how a URL spells the address
+    names.extend(h.strip().lower() for h in extra.split(",") if h.strip())
+    return tuple(dict.fromkeys(names))
 
 
 def _positive_finite(text: str) -> float:
