@@ -4,13 +4,14 @@ untrained small CNN saved as a checkpoint, embedded and indexed with `vmfml.inde
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,12 @@ def serve_process(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def start_server(gallery: Gallery) -> Callable[..., AbstractContextManager[str]]:
+    """`serve_process` over the gallery, for a test that needs a server of its own settings."""
+    return functools.partial(serve_process, gallery)
 
 
 @pytest.fixture(scope="session")

@@ -124,13 +124,11 @@ def test_upload_then_click_a_neighbour(browser, live_server: str, gallery, tmp_p
     page.close()
 
 
-def test_the_page_asks_for_the_api_key_once(browser, gallery) -> None:  # noqa: ANN001
+def test_the_page_asks_for_the_api_key_once(browser, start_server, gallery) -> None:  # noqa: ANN001
     """A server with a key (from VMFML_API_KEY): the page asks on the first 401, keeps the key for
     the tab, and every request after it (searches, thumbnails) carries it."""
-    from conftest import serve_process
-
     key = "browser-test-key-0123456789"
-    with serve_process(gallery, env={"VMFML_API_KEY": key}) as base:
+    with start_server(env={"VMFML_API_KEY": key}) as base:
         page = browser.new_page(viewport={"width": 1200, "height": 900}, bypass_csp=True)
         prompts: list[str] = []
 

@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import free_port
-
 pytestmark = pytest.mark.slow
 
 KEY = "a-test-key-0123456789abcdef"
@@ -29,6 +27,12 @@ SLOTS = 2
 COPIES = 7  # full-size copies of the 3-byte RGB image one search holds (bench_serve_burst.py)
 ALLOWANCE_MIB = 48  # request handling, thread stacks, allocator slack
 MIB = 1 << 20
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _rgb_index(folder: Path) -> Path:
