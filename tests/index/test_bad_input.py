@@ -146,3 +146,58 @@ def test_cli_option_errors(tmp_path: Path, folders: Folders, run_cli) -> None:
     assert code == 2
     assert "query not found" in err
     assert SearchIndex.load(index).kind == "flat"
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header claims width x height pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(10_000, 10_000), (20_000, 20_000)])
+def test_a_decompression_bomb_is_refused_or_skipped_in_one_line(
+    tmp_path: Path, folders: Folders, run_cli, size: tuple[int, int]
+) -> None:
+    """100 Mpx passes Pillow's own error threshold (it only warns); 400 Mpx raised its
+    DecompressionBombError, a traceback even with --on-error skip. Both: one line, or skipped."""
+    index = index_gallery(run_cli, folders, tmp_path / "idx")
+    bomb = folders.queries / "coat" / "zz_bomb.png"
+    bomb.write_bytes(_png_claiming(*size))
+    code, _, err = run_cli("search", "--index", index, bomb)
+    assert code == 2 and "Traceback" not in err
+    assert f"cannot read image {bomb}: it " in err and "pixels" in err
+    code, out, err = run_cli("search", "--index", index, folders.queries, "--on-error", "skip")
+    assert code == 0 and "Traceback" not in err
+    lines = err.splitlines()
+    assert any(x.startswith("vmfml search: warning: ") and "zz_bomb.png" in x for x in lines)
+    assert "zz_bomb" not in out
+    gallery_bomb = folders.gallery / "dress" / "zz_bomb.png"
+    gallery_bomb.write_bytes(_png_claiming(*size))
+    args = ["embed", *image_options(folders), "--out", tmp_path / "g.npz", "--on-error", "skip"]
+    code, _, err = run_cli(*args)
+    assert code == 0 and "Traceback" not in err
+    assert any(x.startswith("vmfml embed: warning: ") and "pixels" in x for x in err.splitlines())
+    gallery_bomb.unlink()
+
+
+def test_the_search_grid_shows_a_bomb_or_an_eps_file_as_a_grey_tile(tmp_path: Path) -> None:
+    from vmfml.index.grid import _thumbnail
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_claiming(20_000, 20_000))
+    eps = tmp_path / "picture.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
+    for path in (bomb, eps):
+        tile = _thumbnail(path, 16)
+        assert tile.size == (16, 16) and tile.getpixel((8, 8)) == (220, 220, 220)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(good)
+    assert _thumbnail(good, 16).getpixel((8, 8)) == (10, 200, 30)

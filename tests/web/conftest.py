@@ -4,11 +4,14 @@ untrained small CNN saved as a checkpoint, embedded and indexed with `vmfml.inde
 
 from __future__ import annotations
 
+import functools
+import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,8 @@ import torch
 from PIL import Image
 
 PER_CLASS = 6
+# The app accepts only loopback Host headers (TestClient sends "testserver" unless told).
+LOCAL = "http://127.0.0.1"
 
 
 @dataclass
@@ -118,7 +123,9 @@ def client(searcher) -> Iterator:  # noqa: ANN001
 
     from vmfml.web import ServeSettings, create_app
 
-    with TestClient(create_app(searcher, ServeSettings(max_k=50, default_k=5))) as c:
+    with TestClient(
+        create_app(searcher, ServeSettings(max_k=50, default_k=5)), base_url=LOCAL
+    ) as c:
         yield c
 
 
@@ -128,19 +135,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_server(gallery: Gallery) -> Iterator[str]:
-    """`vmfml serve` in a subprocess on a free loopback port; yields its base URL."""
+@contextmanager
+def serve_process(
+    gallery: Gallery, *options: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`vmfml serve` over the gallery's index in a subprocess on a free loopback port, with
+    `options` added (and `env` added to the environment); yields its base URL."""
     import httpx
 
     port = free_port()
     command = [
         sys.executable, "-m", "vmfml.cli", "serve", "--index", str(gallery.index_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", "1", "--log-level", "warning",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *options,
     ]  # fmt: skip
-    log = gallery.index_dir.parent / "serve.log"
+    log = gallery.index_dir.parent / f"serve-{port}.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -163,3 +175,16 @@ def live_server(gallery: Gallery) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def start_server(gallery: Gallery) -> Callable[..., AbstractContextManager[str]]:
+    """`serve_process` over the gallery, for a test that needs a server of its own settings."""
+    return functools.partial(serve_process, gallery)
+
+
+@pytest.fixture(scope="session")
+def live_server(gallery: Gallery) -> Iterator[str]:
+    """`vmfml serve` in a subprocess on a free loopback port; yields its base URL."""
+    with serve_process(gallery, "--max-upload-mb", "1") as base:
+        yield base

@@ -18,6 +18,7 @@ from PIL import Image
 from vmfml.web import ServeSettings, create_app
 from vmfml.web.images import ThumbnailCache, encode_thumbnail
 
+LOCAL = "http://127.0.0.1"  # the app accepts loopback Host headers only
 TOL = 1e-4  # float32 index and model vs the float64 reference
 
 
@@ -162,7 +163,7 @@ def test_search_image_accepts_other_formats_and_modes(client: TestClient, galler
 
 
 def test_k_larger_than_the_gallery_returns_everything(searcher, gallery) -> None:
-    with TestClient(create_app(searcher, ServeSettings(max_k=100))) as c:
+    with TestClient(create_app(searcher, ServeSettings(max_k=100)), base_url=LOCAL) as c:
         by_item = c.get("/api/search/item/0", params={"k": 100}).json()["results"]
         by_vector = c.post(
             "/api/search/vector", json={"vector": gallery.reference[0].tolist(), "k": 100}
@@ -247,7 +248,7 @@ def test_thumbnail_refuses_files_outside_the_gallery(tmp_path: Path) -> None:
         str(root / "cls" / "ok.png"),
     ]
     app = create_app(_StubSearcher(_StubIndex(paths, root)), ServeSettings())  # type: ignore[arg-type]
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         codes = [c.get(f"/api/thumbnail/{i}").status_code for i in range(len(paths))]
         assert codes == [200, 403, 403, 403, 403, 404, 200]
         assert "outside the gallery" in c.get("/api/thumbnail/1").json()["detail"]
@@ -263,7 +264,8 @@ def test_thumbnail_refuses_files_outside_the_gallery(tmp_path: Path) -> None:
 def test_thumbnail_without_a_gallery_root_says_how_to_give_one(tmp_path: Path) -> None:
     index = _StubIndex(["a.png"], tmp_path)
     index.meta["gallery_root"] = None
-    with TestClient(create_app(_StubSearcher(index), ServeSettings())) as c:  # type: ignore[arg-type]
+    app = create_app(_StubSearcher(index), ServeSettings())  # type: ignore[arg-type]
+    with TestClient(app, base_url=LOCAL) as c:
         r = c.get("/api/thumbnail/0")
     assert r.status_code == 404 and "--gallery-root" in r.json()["detail"]
 
@@ -339,7 +341,7 @@ def test_truncated_image_is_400(client: TestClient, gallery) -> None:
 
 def test_upload_over_the_size_limit_is_413(searcher, gallery) -> None:
     settings = ServeSettings(max_upload_mb=0.25)
-    with TestClient(create_app(searcher, settings)) as c:
+    with TestClient(create_app(searcher, settings), base_url=LOCAL) as c:
         big = np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
         r = c.post("/api/search/image", files={"file": ("big.png", big, "image/png")})
         assert r.status_code == 413 and "too large" in detail(r)
@@ -359,7 +361,10 @@ def _asgi_post(
     pulled = 0
     sent: list[dict] = []
     boundary = "b0undary"
-    headers = [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())]
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+    ]
     if declare_length:
         headers.append((b"content-length", str(chunks * chunk_size).encode()))
     scope = {
@@ -419,7 +424,7 @@ def test_json_bodies_have_their_own_small_limit(client: TestClient) -> None:
 
 
 def test_images_with_too_many_pixels_are_refused_before_decoding(searcher, gallery) -> None:
-    with TestClient(create_app(searcher, ServeSettings(max_image_pixels=500))) as c:
+    with TestClient(create_app(searcher, ServeSettings(max_image_pixels=500)), base_url=LOCAL) as c:
         r = c.post(
             "/api/search/image", files={"file": ("q.png", png_bytes(gallery.paths[0]), "image/png")}
         )
@@ -447,7 +452,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("size", [(10_000, 5_000), (100_000, 100_000)])
 def test_decompression_bombs_are_413(client: TestClient, size: tuple[int, int]) -> None:
-    # 50 Mpx passes PIL's own warning threshold but not the server's 40 Mpx limit; 10 Gpx trips
+    # 50 Mpx is under PIL's own warning threshold but over the server's 16 Mpx limit; 10 Gpx trips
     # PIL's DecompressionBombError at open. Neither is decoded (that would take GBs).
     r = client.post(
         "/api/search/image", files={"file": ("bomb.png", _png_header_only(*size), "image/png")}

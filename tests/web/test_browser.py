@@ -122,3 +122,30 @@ def test_upload_then_click_a_neighbour(browser, live_server: str, gallery, tmp_p
     assert outside == []
     assert [e for e in console_errors if "415" not in e] == []
     page.close()
+
+
+def test_the_page_asks_for_the_api_key_once(browser, start_server, gallery) -> None:  # noqa: ANN001
+    """A server with a key (from VMFML_API_KEY): the page asks on the first 401, keeps the key for
+    the tab, and every request after it (searches, thumbnails) carries it."""
+    key = "browser-test-key-0123456789"
+    with start_server(env={"VMFML_API_KEY": key}) as base:
+        page = browser.new_page(viewport={"width": 1200, "height": 900}, bypass_csp=True)
+        prompts: list[str] = []
+
+        def answer(dialog) -> None:  # noqa: ANN001
+            prompts.append(dialog.message)
+            dialog.accept(key)
+
+        page.on("dialog", answer)
+        page.goto(base + "/")
+        wait_for_thumbnails(page, "#gallery", 16)
+        assert len(prompts) == 1 and "API key" in prompts[0]
+        assert page.evaluate("sessionStorage.getItem('vmfml-api-key')") == key
+        page.set_input_files("#file-input", str(gallery.paths[17]))
+        wait_for_thumbnails(page, "#results", 12)
+        assert result_ids(page)[0] == 17
+        page.click("#results .result:nth-child(2) button")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('item #')")
+        wait_for_thumbnails(page, "#results", 12)
+        assert page.is_hidden("#error") and len(prompts) == 1
+        page.close()

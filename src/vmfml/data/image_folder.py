@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from vmfml.data import decode
 from vmfml.data.dataset import ImageDataset
 from vmfml.data.errors import DataError
 
@@ -46,10 +47,14 @@ def decode_image(
 ) -> Tensor:
     """Decode one image file to uint8 [C, H, W] (C = 3 for "RGB", 1 for "L").
 
-    EXIF orientation is applied (phone photos are stored sideways), transparent pixels are
-    composited onto white (dropping alpha would expose arbitrary colours), and 16-bit grey is
-    scaled to 8 bits (PIL's own conversion would clip it). `size` = (H, W) resizes with PIL's
-    bilinear filter, which widens when shrinking, i.e. antialiases.
+    The file goes through `vmfml.data.decode`, the decoder every command shares: its format is
+    checked from its first bytes (JPEG, PNG, WebP, GIF, BMP, TIFF, PPM/PGM), its pixel count
+    before decoding (`decode.MAX_IMAGE_PIXELS`; a larger JPEG is decoded reduced), EXIF
+    orientation is applied (phone photos are stored sideways), transparent pixels are composited
+    onto white (dropping alpha would expose arbitrary colours), and 16-bit, 32-bit integer and
+    float images are brought to 8 bits by the range of their values (`decode.to_mode`).
+    `size` = (H, W) resizes with PIL's bilinear filter, which widens when shrinking, i.e.
+    antialiases.
 
     Raises:
         DataError (a ValueError): the file cannot be read or decoded; the message names it.
@@ -57,29 +62,18 @@ def decode_image(
     if mode not in MODES:
         raise ValueError(f"image mode must be one of {', '.join(MODES)}; got {mode!r}")
     try:
-        with Image.open(path) as opened:
-            im = ImageOps.exif_transpose(opened)
-            im.load()
-        im = _to_mode(im, mode)
+        im = decode.to_mode(decode.open_image(path), mode, f"image {path}")
         if size is not None and im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         array = np.asarray(im, dtype=np.uint8)
-    # PIL's format plugins raise many exception types (OSError, SyntaxError, struct.error,
-    # DecompressionBombError...) for a broken file; whichever it is, the user needs the path.
+    except DataError:
+        raise
+    # Opening the file or converting its mode may fail with OSError or ValueError; whichever it
+    # is, the user needs the path.
     except Exception as err:
         raise DataError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
     tensor = torch.from_numpy(array.copy())
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
-
-
-def _to_mode(im: Image.Image, mode: str) -> Image.Image:
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        grey = np.asarray(im, dtype=np.float64) / 257.0
-        im = Image.fromarray(np.rint(grey).astype(np.uint8), "L")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return im if im.mode == mode else im.convert(mode)
 
 
 class ImageFolderDataset(ImageDataset):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from vmfml.data import decode
 from vmfml.files import atomic_write
 from vmfml.index.searcher import Hit, ImageLike
 
@@ -111,13 +112,13 @@ def _thumbnail(source: ImageLike | None, thumb: int) -> Image.Image:
     tile = Image.new("RGB", (thumb, thumb), BACKGROUND)
     try:
         if isinstance(source, Image.Image):
-            image = source.convert("RGB")
+            image = decode.to_mode(source, "RGB")
         elif source is not None:
-            with Image.open(source) as opened:
-                image = opened.convert("RGB")
+            # The decoder every command shares: raster formats only, pixels counted first.
+            image = decode.to_mode(decode.open_image(source), "RGB")
         else:
             raise OSError("no path")
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError):  # decode's refusals are ValueErrors
         return Image.new("RGB", (thumb, thumb), (220, 220, 220))
     # Small images (28x28) are enlarged with nearest neighbours to stay crisp, large ones shrunk smoothly.
     resample = Image.Resampling.NEAREST if max(image.size) < thumb else Image.Resampling.BICUBIC

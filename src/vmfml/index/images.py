@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+
+from vmfml.data import decode
 
 IMAGE_EXTENSIONS = (
     ".png",
@@ -26,17 +28,22 @@ IMAGE_EXTENSIONS = (
     ".webp",
     ".ppm",
     ".pgm",
-)
+)  # the formats `vmfml.data.decode` reads
 
 
 def open_image(source: Image.Image | str | Path, channels: int) -> Image.Image:
     """Open (if a path) and convert an image to `channels` channels (1: grey, 3: RGB).
 
-    Transparency is composited onto white first, so a transparent background does not turn black.
+    A path is decoded by `vmfml.data.decode`, the decoder training and the server use too: the
+    format is checked from the file's first bytes, the pixel count before decoding (a larger
+    JPEG is decoded reduced), EXIF rotation is applied. Transparency is composited onto white
+    (a transparent background does not turn black), 16-bit, 32-bit and float pixels are scaled
+    by their range (`decode.to_mode`).
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is not a decodable image, or `channels` is not 1 or 3.
+        ValueError: the file is not a decodable image (a `decode.ImageRefused`: unsupported
+            format, too many pixels, damaged), or `channels` is not 1 or 3.
     """
     if channels not in (1, 3):
         raise ValueError(f"models take 1 (grey) or 3 (RGB) channels, this one {channels}")
@@ -45,35 +52,13 @@ def open_image(source: Image.Image | str | Path, channels: int) -> Image.Image:
         name = "the given image"
     else:
         path = Path(source)
-        name = str(path)
+        name = f"image {path}"
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path}")
-        try:
-            with Image.open(path) as opened:
-                # Phone photos are stored sideways with an EXIF rotation; the gallery loader
-                # applies it, so queries must too.
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-        # PIL signals unreadable or truncated data with OSError (UnidentifiedImageError is one),
-        # and some plugins with SyntaxError or ValueError.
-        except (OSError, SyntaxError, ValueError) as err:
-            raise ValueError(f"cannot read image {path}: {err}") from err
+        image = decode.open_image(path)
     if image.width == 0 or image.height == 0:
         raise ValueError(f"{name} is empty ({image.width}x{image.height} pixels)")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        # 16-bit grey: scale to 8 bits as the gallery loader does (PIL's convert would clip).
-        grey = np.asarray(image, dtype=np.float64) / 257.0
-        image = Image.fromarray(np.rint(grey).astype(np.uint8), mode="L")
-    try:
-        return image.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"cannot convert {name} (mode {image.mode}) to {channels} channels: {err}"
-        ) from err
+    return decode.to_mode(image, "L" if channels == 1 else "RGB", name)
 
 
 def to_uint8_tensor(image: Image.Image) -> torch.Tensor:

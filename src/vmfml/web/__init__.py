@@ -2,8 +2,10 @@
 
 - `app`: `create_app(searcher, settings)`, the FastAPI app and its routes;
 - `settings`: `ServeSettings` (limits) and `SearcherLike` (what the app asks of a searcher);
-- `middleware`: the streaming request body limit and the security headers;
-- `images`: image decoding with the pixel count checked first, thumbnails and their cache;
+- `middleware`: the checks at the boundary (Origin, API key, body timeout and size limit) and
+  the security headers;
+- `images`: image decoding (`vmfml.data.decode`) in a fixed number of slots, thumbnails and
+  their cache;
 - `errors`: every error answered as `{"detail": "..."}`;
 - `api_docs`: the offline `/docs` page;
 - `commands`: `vmfml serve` (uvicorn).

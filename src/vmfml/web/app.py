@@ -11,22 +11,28 @@ Routes (JSON in and out; every error is `{"detail": "<one readable sentence>"}` 
     GET  /api/items/sample?n&seed   a random sample of gallery items (the page's gallery strip)
     GET  /api/items/{id}            one gallery item
     GET  /api/thumbnail/{id}?size   a resized PNG/JPEG of the gallery file, cached
-    POST /api/search/image          multipart upload `file` (+ form field `k`)
+    POST /api/search/image?k        multipart upload `file` (+ form field `k`, or `k` in the query)
     GET  /api/search/item/{id}?k    neighbours of a gallery item (the item itself excluded)
     POST /api/search/vector         {"vector": [D floats], "k": n}
     GET  /openapi.json, /docs       the API schema, and an offline page that lists it
 
-Hostile input is refused before it costs much: request bodies are counted while they stream in
-(413 past the limit, before the whole body is read: `middleware`), images are checked for their
-pixel count before they are decoded (decompression bombs: `images`), and a thumbnail is only
-served from a file that resolves inside the gallery folder (`Gallery.image_file`).
+Every request passes these checks, outermost first (`middleware`): its Host header must name
+this server (`allowed_hosts`: loopback names by default; 400 otherwise, against DNS rebinding); a
+POST/PUT/PATCH/DELETE with a foreign `Origin` is refused (403); with an API key set, /api/ routes
+but /api/health need `Authorization: Bearer KEY` (401); the body must arrive within
+`body_timeout_s` (408) and is counted while it streams in (413 past the limit). Then the route:
+an unknown query parameter is refused (422, naming it), JSON bodies are read with exact types
+(no string for a number, no boolean for an integer). Images are decoded by `vmfml.data.decode`
+(raster formats only, from their first bytes: 415; pixel count checked before decoding: 413) in
+`settings.decode_slots` slots at once (503 with Retry-After when none frees up in time), and a
+thumbnail is only served from a file that resolves inside the gallery folder
+(`Gallery.image_file`).
 
 This module does not use `from __future__ import annotations`: FastAPI must see the route
 functions' annotations as objects (some are local classes and local `Annotated` types whose bounds
 come from the index and the settings), not as strings.
 """
 
-import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -34,23 +40,40 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from vmfml.web.api_docs import render_api_docs
 from vmfml.web.errors import add_error_handlers
-from vmfml.web.images import ThumbnailCache, encode_thumbnail, open_image
-from vmfml.web.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from vmfml.web.images import (
+    DecodeSlots,
+    ThumbnailCache,
+    encode_thumbnail,
+    open_image,
+    release_memory,
+)
+from vmfml.web.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    BodyTimeoutMiddleware,
+    OriginCheckMiddleware,
+    SecurityHeadersMiddleware,
+)
 from vmfml.web.settings import Hit, IndexLike, SearcherLike, ServeSettings
 
 __all__ = ["STATIC_DIR", "Gallery", "SearcherLike", "ServeSettings", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_SEARCH_PATH = "/api/search/image"  # the one route that takes an upload (its own body limit)
+# After decoding an image this large, freed memory is handed back to the system (`release_memory`).
+RELEASE_AFTER_PIXELS = 1 << 22
 
 
 def create_app(searcher: SearcherLike, settings: ServeSettings | None = None) -> FastAPI:
@@ -61,6 +84,7 @@ def create_app(searcher: SearcherLike, settings: ServeSettings | None = None) ->
     settings = settings or ServeSettings()
     gallery = Gallery(searcher.index, settings.gallery_root)
     thumbnails = ThumbnailCache(int(settings.thumbnail_cache_mb * (1 << 20)))
+    slots = DecodeSlots(settings.decode_slots, settings.decode_wait_s)
 
     app = FastAPI(
         title="vmfml image search",
@@ -68,12 +92,21 @@ def create_app(searcher: SearcherLike, settings: ServeSettings | None = None) ->
         description="Nearest-neighbour image search over a vmfml index.",
         docs_url=None,  # Swagger UI comes from a CDN; /docs below is an offline page instead
         redoc_url=None,
+        dependencies=[Depends(_refuse_unknown_query_parameters)],
     )
     add_error_handlers(app)
+    # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(
         BodyLimitMiddleware,
         upload_limit=settings.max_upload_bytes,
         upload_paths={IMAGE_SEARCH_PATH},
+    )
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_s)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(OriginCheckMiddleware)
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts), www_redirect=False
     )
     app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -84,15 +117,39 @@ def create_app(searcher: SearcherLike, settings: ServeSettings | None = None) ->
     # Registered in this order: /api/items/sample must come before /api/items/{item_id}.
     _add_page_routes(app)
     _add_gallery_routes(app, gallery, settings, _model_name(getattr(searcher, "model", None)))
-    _add_thumbnail_route(app, gallery, settings, thumbnails)
-    _add_search_routes(app, gallery, settings, searcher)
+    _add_thumbnail_route(app, gallery, settings, thumbnails, slots)
+    _add_search_routes(app, gallery, settings, searcher, slots)
     return app
+
+
+def _query_parameter_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route reads, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_parameter_names(sub)
+    return names
+
+
+def _refuse_unknown_query_parameters(request: Request) -> None:
+    """422 for a query parameter the route does not read: it would otherwise be ignored silently."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.url.path.startswith("/api/"):
+        return
+    known = _query_parameter_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no query parameters"
+        raise HTTPException(
+            422, f"unknown query parameter(s) {', '.join(unknown)}: {route.path} takes {takes}"
+        )
 
 
 class Gallery:
     """The index's items as clients see them: ids checked, paths relative to the gallery folder."""
 
     def __init__(self, index: IndexLike, gallery_root: str | Path | None = None) -> None:
+        if gallery_root is not None and not Path(gallery_root).is_dir():
+            raise FileNotFoundError(f"gallery folder not found: {gallery_root}")
         self.items = index.items
         self.count = len(self.items)
         self.dimension = _index_dimension(index)
@@ -198,6 +255,7 @@ def _add_gallery_routes(
                 "default_k": settings.default_k,
                 "max_upload_bytes": settings.max_upload_bytes,
                 "max_image_pixels": settings.max_image_pixels,
+                "decode_slots": settings.decode_slots,
             },
         }
 
@@ -231,7 +289,11 @@ def _add_gallery_routes(
 
 
 def _add_thumbnail_route(
-    app: FastAPI, gallery: Gallery, settings: ServeSettings, thumbnails: ThumbnailCache
+    app: FastAPI,
+    gallery: Gallery,
+    settings: ServeSettings,
+    thumbnails: ThumbnailCache,
+    slots: DecodeSlots,
 ) -> None:
     """Thumbnails of gallery files, encoded once per (id, size) and revalidated by ETag."""
     ItemId = Annotated[int, gallery.id_param]
@@ -242,7 +304,7 @@ def _add_thumbnail_route(
         response_class=Response,
         responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
     )
-    def thumbnail(
+    async def thumbnail(
         request: Request,
         item_id: ItemId,
         size: Annotated[int, Query(ge=16, le=1024)] = settings.thumbnail_size,
@@ -251,8 +313,10 @@ def _add_thumbnail_route(
         entry = thumbnails.get(key)
         if entry is None:
             path = gallery.image_file(item_id)
-            with open_image(path, settings.max_image_pixels, f"gallery image {item_id}") as image:
-                data, media_type = encode_thumbnail(image, size)
+            async with slots.hold():
+                data, media_type = await run_in_threadpool(
+                    _thumbnail_of, path, size, settings.max_image_pixels, f"gallery image {item_id}"
+                )
             stat = path.stat()
             entry = (data, media_type, f'"{item_id}-{size}-{stat.st_mtime_ns}-{stat.st_size}"')
             thumbnails.put(key, entry)
@@ -263,35 +327,59 @@ def _add_thumbnail_route(
         return Response(content=data, media_type=media_type, headers=headers)
 
 
+def _thumbnail_of(path: Path, size: int, max_pixels: int, what: str) -> tuple[bytes, str]:
+    with open_image(path, max_pixels, what) as image:
+        large = image.width * image.height >= RELEASE_AFTER_PIXELS
+        encoded = encode_thumbnail(image, size)
+    if large:
+        release_memory()
+    return encoded
+
+
 def _add_search_routes(
-    app: FastAPI, gallery: Gallery, settings: ServeSettings, searcher: SearcherLike
+    app: FastAPI,
+    gallery: Gallery,
+    settings: ServeSettings,
+    searcher: SearcherLike,
+    slots: DecodeSlots,
 ) -> None:
     """The three searches: by uploaded image, by gallery item, by embedding vector."""
     count, dimension = gallery.count, gallery.dimension
     max_k, default_k = settings.max_k, settings.default_k
     ItemId = Annotated[int, gallery.id_param]
-    K = Annotated[int, Query(ge=1, le=max_k, description=f"number of neighbours (1..{max_k})")]
+    k_text = f"number of neighbours (1..{max_k})"
+    K = Annotated[int, Query(ge=1, le=max_k, description=k_text)]
 
     @app.post(
         IMAGE_SEARCH_PATH,
         summary="Search with an uploaded image",
         description=f"Multipart upload: `file` (at most {settings.max_upload_mb:g} MiB, "
-        f"{settings.max_image_pixels} pixels) and optional `k`.",
+        f"{settings.max_image_pixels} pixels; JPEG, PNG, WebP, GIF, BMP, TIFF, PPM/PGM) and "
+        "optional `k`, as a form field or in the query string.",
     )
     async def search_image(
         file: Annotated[UploadFile, File(description="the query image")],
-        k: Annotated[int, Form(ge=1, le=max_k)] = default_k,
+        k_form: Annotated[int | None, Form(alias="k", ge=1, le=max_k, description=k_text)] = None,
+        k_query: Annotated[int | None, Query(alias="k", ge=1, le=max_k, description=k_text)] = None,
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
+        if k_form is not None and k_query is not None and k_form != k_query:
+            raise HTTPException(
+                422, f"k: given twice, {k_query} in the query and {k_form} in the form"
+            )
+        k = k_query or k_form or default_k
         name = file.filename or "upload"
-        # Decoding and the forward pass are CPU-bound: keep them off the event loop.
-        image = await run_in_threadpool(
-            open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
-        )
-        try:
-            hits = await run_in_threadpool(searcher.search_image, image, min(k, count))
-        finally:
-            image.close()
+        async with slots.hold():
+            # Decoding and the forward pass are CPU-bound: keep them off the event loop.
+            image = await run_in_threadpool(
+                open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
+            )
+            try:
+                hits = await run_in_threadpool(searcher.search_image, image, min(k, count))
+            finally:
+                image.close()
+                if image.width * image.height >= RELEASE_AFTER_PIXELS:
+                    await run_in_threadpool(release_memory)
         query = {"type": "image", "filename": name, "width": image.width, "height": image.height}
         return gallery.results(query, k, hits, t0)
 
@@ -302,9 +390,10 @@ def _add_search_routes(
         hits = searcher.search_id(item_id, max(1, min(k, count - 1)))
         return gallery.results({"type": "item", **gallery.public_item(item)}, k, hits, t0)
 
-    # A local class: its bounds come from the index and the settings.
+    # A local class: its bounds come from the index and the settings. Strict: JSON types exact
+    # (no "5" or true for k, no "0.1" or true for a vector element; an integer is a number).
     class VectorQuery(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
         vector: list[float] = Field(description=f"a {dimension}-d embedding (L2-normalized here)")
         k: int = Field(default_k, ge=1, le=max_k, description=f"number of neighbours (1..{max_k})")
 
@@ -321,11 +410,14 @@ def _add_search_routes(
             raise HTTPException(
                 422, f"vector holds NaN or infinite values (at positions {bad[:10].tolist()})"
             )
-        norm = float(np.linalg.norm(v))
-        if norm == 0.0 or not math.isfinite(norm):
+        # Scaled by its largest value first, the norm cannot overflow (1e308) or underflow.
+        largest = float(np.abs(v).max())
+        if largest == 0.0:
             raise HTTPException(422, "vector has zero length: it has no direction to search")
+        v = v / largest
         # Embeddings live on the unit sphere, and the score is a cosine: normalize the query.
-        hits = searcher.search_vector((v / norm).astype(np.float32), min(body.k, count))
+        unit = v / np.linalg.norm(v)
+        hits = searcher.search_vector(unit.astype(np.float32), min(body.k, count))
         return gallery.results({"type": "vector"}, body.k, hits, t0)
 
 

@@ -12,11 +12,59 @@ const state = {
   seq: 0, // only the newest request may draw its results
 };
 
+// A server started with an API key answers 401 on /api/ until it is given: the page asks for it
+// once and keeps it for this tab only (sessionStorage), sent as `Authorization: Bearer KEY`.
+const KEY_STORE = "vmfml-api-key";
+
+function apiKey() {
+  return sessionStorage.getItem(KEY_STORE);
+}
+
+function withKey(options = {}) {
+  const key = apiKey();
+  if (!key) return options;
+  return { ...options, headers: { ...(options.headers ?? {}), Authorization: `Bearer ${key}` } };
+}
+
+// After a 401: ask for the key unless another request already got a new one; true to retry.
+function askForKey(keySent) {
+  if (apiKey() !== keySent) return true;
+  const key = window.prompt("This server needs an API key (ask whoever runs it):");
+  if (!key || !key.trim()) return false;
+  sessionStorage.setItem(KEY_STORE, key.trim());
+  return true;
+}
+
+// fetch with the key, asking for it on a 401 and retrying once.
+async function fetchWithKey(path, options = {}) {
+  const keySent = apiKey();
+  const response = await fetch(path, withKey(options));
+  if (response.status !== 401 || !askForKey(keySent)) return response;
+  return fetch(path, withKey(options));
+}
+
+// An <img> of an /api/ URL: an <img src> cannot send the key, so with one it is fetched.
+async function showImage(img, src) {
+  if (!src.startsWith("/api/") || !apiKey()) {
+    img.src = src;
+    return;
+  }
+  try {
+    const response = await fetchWithKey(src);
+    if (!response.ok) return;
+    const url = URL.createObjectURL(await response.blob());
+    img.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
+    img.src = url;
+  } catch (_) {
+    // The image stays empty; the searches themselves report errors.
+  }
+}
+
 // fetch + JSON, turning any error status into an Error carrying the server's `detail` sentence.
 async function api(path, options = {}) {
   let response;
   try {
-    response = await fetch(path, options);
+    response = await fetchWithKey(path, options);
   } catch (err) {
     throw new Error(`cannot reach the server (${err.message})`);
   }
@@ -56,7 +104,7 @@ function sharpenIfTiny(img) {
 
 function thumbImage(item, alt) {
   const img = document.createElement("img");
-  img.src = item.thumbnail;
+  showImage(img, item.thumbnail);
   img.alt = alt;
   img.loading = "lazy";
   img.decoding = "async";
@@ -67,7 +115,7 @@ function thumbImage(item, alt) {
 function setQueryPreview(src, info) {
   const img = $("query-preview");
   img.classList.remove("pixelated");
-  img.src = src;
+  showImage(img, src);
   img.hidden = false;
   sharpenIfTiny(img);
   $("drop-text").textContent = "drop or choose another image";
