@@ -149,3 +149,37 @@ def test_the_page_asks_for_the_api_key_once(browser, start_server, gallery) -> N
         wait_for_thumbnails(page, "#results", 12)
         assert page.is_hidden("#error") and len(prompts) == 1
         page.close()
+
+
+def test_the_page_names_the_class_or_says_unknown(
+    browser, start_server, gallery, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """With a classifier (--classifier), an uploaded image gets its class and probability, and an
+    image the classifier rejects gets "not in the known classes", as /api/classify answers."""
+    import httpx
+    from test_classify_api import fit_gallery_classifier
+
+    path = fit_gallery_classifier(gallery, tmp_path / "classifier.pt")
+    with start_server("--classifier", str(path)) as base:
+        answers = {}
+        for i in range(len(gallery.paths)):
+            with open(gallery.paths[i], "rb") as f:
+                data = httpx.post(f"{base}/api/classify", files={"file": ("q.png", f)}).json()
+            answers.setdefault(data["known"], (i, data))
+        assert set(answers) == {True, False}, "no image of each kind to show"
+        page = browser.new_page(bypass_csp=True)
+        page.goto(base + "/")
+        page.wait_for_function("document.querySelector('#index-info').textContent.includes('60')")
+        for known, (i, data) in answers.items():
+            page.set_input_files("#file-input", str(gallery.paths[i]))
+            page.wait_for_selector("#class-info:not([hidden])")
+            text = page.inner_text("#class-info")
+            if known:
+                assert text.startswith(f"class: {data['class']} · probability")
+            else:
+                assert text.startswith("not in the known classes")
+            page.set_input_files("#file-input", str(tmp_path / "classifier.pt"))  # not an image
+            page.wait_for_selector("#error:not([hidden])")
+            assert page.is_hidden("#class-info")
+            page.click("#error-close")
+        page.close()

@@ -14,6 +14,8 @@ Routes (JSON in and out; every error is `{"detail": "<one readable sentence>"}` 
     POST /api/search/image?k        multipart upload `file` (+ form field `k`, or `k` in the query)
     GET  /api/search/item/{id}?k    neighbours of a gallery item (the item itself excluded)
     POST /api/search/vector         {"vector": [D floats], "k": n}
+    POST /api/classify?k            multipart upload `file` (+ `k`): the known class and its
+                                    probability, or "unknown" (when the server has a classifier)
     GET  /openapi.json, /docs       the API schema, and an offline page that lists it
 
 Every request passes these checks, outermost first (`middleware`): its Host header must name
@@ -71,13 +73,18 @@ from vmfml.web.settings import Hit, IndexLike, SearcherLike, ServeSettings
 __all__ = ["STATIC_DIR", "Gallery", "SearcherLike", "ServeSettings", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-IMAGE_SEARCH_PATH = "/api/search/image"  # the one route that takes an upload (its own body limit)
+IMAGE_SEARCH_PATH = "/api/search/image"  # the routes that take an upload (their own body limit)
+CLASSIFY_PATH = "/api/classify"
 # After decoding an image this large, freed memory is handed back to the system (`release_memory`).
 RELEASE_AFTER_PIXELS = 1 << 22
 
 
-def create_app(searcher: SearcherLike, settings: ServeSettings | None = None) -> FastAPI:
-    """Build the FastAPI app over `searcher` (a `vmfml.index.Searcher` or anything alike).
+def create_app(
+    searcher: SearcherLike, settings: ServeSettings | None = None, classifier: Any = None
+) -> FastAPI:
+    """Build the FastAPI app over `searcher` (a `vmfml.index.Searcher` or anything alike), with
+    `/api/classify` answered by `classifier` (a `vmfml.openset.OpenSetClassifier` of the same
+    model) when one is given.
 
     Nothing touches the network here: tests call the app through `fastapi.testclient.TestClient`.
     """
@@ -99,7 +106,7 @@ def create_app(searcher: SearcherLike, settings: ServeSettings | None = None) ->
     app.add_middleware(
         BodyLimitMiddleware,
         upload_limit=settings.max_upload_bytes,
-        upload_paths={IMAGE_SEARCH_PATH},
+        upload_paths={IMAGE_SEARCH_PATH, CLASSIFY_PATH},
     )
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_s)
     if settings.api_key is not None:
@@ -116,9 +123,12 @@ def create_app(searcher: SearcherLike, settings: ServeSettings | None = None) ->
 
     # Registered in this order: /api/items/sample must come before /api/items/{item_id}.
     _add_page_routes(app)
-    _add_gallery_routes(app, gallery, settings, _model_name(getattr(searcher, "model", None)))
+    _add_gallery_routes(
+        app, gallery, settings, _model_name(getattr(searcher, "model", None)), classifier
+    )
     _add_thumbnail_route(app, gallery, settings, thumbnails, slots)
     _add_search_routes(app, gallery, settings, searcher, slots)
+    _add_classify_route(app, settings, searcher, classifier, slots)
     return app
 
 
@@ -237,7 +247,11 @@ def _add_page_routes(app: FastAPI) -> None:
 
 
 def _add_gallery_routes(
-    app: FastAPI, gallery: Gallery, settings: ServeSettings, model_name: str | None
+    app: FastAPI,
+    gallery: Gallery,
+    settings: ServeSettings,
+    model_name: str | None,
+    classifier: Any = None,
 ) -> None:
     """Health and the gallery's items: listed, sampled, one by id."""
     ItemId = Annotated[int, gallery.id_param]
@@ -250,6 +264,13 @@ def _add_gallery_routes(
             "dimension": gallery.dimension,
             "model": model_name,
             "gallery_root_set": gallery.root is not None,
+            "classifier": None
+            if classifier is None
+            else {
+                "classes": len(classifier.class_names),
+                "score": classifier.score,
+                "keep_rate": classifier.keep_rate,
+            },
             "limits": {
                 "max_k": settings.max_k,
                 "default_k": settings.default_k,
@@ -436,3 +457,74 @@ def _model_name(model: Any) -> str | None:
     if isinstance(config, dict) and "name" in config:
         return str(config["name"])
     return type(model).__name__ if model is not None else None
+
+
+def _add_classify_route(
+    app: FastAPI,
+    settings: ServeSettings,
+    searcher: SearcherLike,
+    classifier: Any,
+    slots: DecodeSlots,
+) -> None:
+    """The known class of an uploaded image, with its posterior probability, or "unknown"."""
+    max_classes = len(classifier.class_names) if classifier is not None else 1
+    k_text = f"number of classes shown (1..{max_classes})"
+
+    @app.post(
+        CLASSIFY_PATH,
+        summary="Classify an uploaded image: its known class, or unknown",
+        description=f"Multipart upload: `file` (at most {settings.max_upload_mb:g} MiB, "
+        f"{settings.max_image_pixels} pixels; JPEG, PNG, WebP, GIF, BMP, TIFF, PPM/PGM) and "
+        "optional `k`. Answers the best class with its posterior probability under the vMF "
+        'model, the top k, the rejection score and its threshold, and `label: "unknown"` '
+        "when the score says the image is of none of the known classes. 404 when the server "
+        "was started without a classifier.",
+    )
+    async def classify(
+        file: Annotated[UploadFile, File(description="the image to classify")],
+        k_form: Annotated[
+            int | None, Form(alias="k", ge=1, le=max_classes, description=k_text)
+        ] = None,
+        k_query: Annotated[
+            int | None, Query(alias="k", ge=1, le=max_classes, description=k_text)
+        ] = None,
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        if classifier is None:
+            raise HTTPException(
+                404,
+                "this server has no classifier: start it with --classifier FILE (a run's "
+                "classifier.pt; `vmfml classify` fits one for an older run)",
+            )
+        if k_form is not None and k_query is not None and k_form != k_query:
+            raise HTTPException(
+                422, f"k: given twice, {k_query} in the query and {k_form} in the form"
+            )
+        k = k_query or k_form or min(3, max_classes)
+        name = file.filename or "upload"
+        async with slots.hold():
+            image = await run_in_threadpool(
+                open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
+            )
+            try:
+                embedding = await run_in_threadpool(searcher.embed_images, [image])
+            finally:
+                image.close()
+        prediction = classifier.predict(embedding, top_k=k)
+        best = classifier.class_names[int(prediction.label[0])]
+        unknown = bool(prediction.unknown[0])
+        return {
+            "query": {"type": "image", "filename": name},
+            "label": "unknown" if unknown else best,
+            "known": not unknown,
+            "class": best,
+            "probability": float(prediction.probability[0]),
+            "score": float(prediction.score[0]),
+            "score_name": classifier.score,
+            "threshold": classifier.threshold,
+            "top": [
+                {"class": classifier.class_names[int(c)], "probability": float(p)}
+                for c, p in zip(prediction.top[0], prediction.top_probability[0], strict=True)
+            ],
+            "took_ms": round((time.perf_counter() - t0) * 1000, 3),
+        }

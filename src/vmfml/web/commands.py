@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 API_KEY_VARIABLE = "VMFML_API_KEY"
 WILDCARD_HOSTS = ("0.0.0.0", "::")  # every address of the machine
@@ -86,6 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the index's own record)",
     )
     parser.add_argument(
+        "--classifier",
+        default=None,
+        help="classifier.pt of the index's model for /api/classify and the page's class line "
+        "(default: the one beside the index's checkpoint, when there is one)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -152,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     # not leave the process larger for good (BENCHMARKS.md 4).
     map_large_buffers_separately()
     searcher = Searcher.from_index(args.index)
-    app = create_app(searcher, settings)
+    app = create_app(searcher, settings, _load_classifier(args.classifier, searcher))
     # Bound here, before the address is printed: a port in use is one error line, not a URL
     # printed and then uvicorn's traceback.
     listener = _listen(args.host, args.port)
@@ -248,3 +255,30 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _load_classifier(path: str | None, searcher: Any) -> Any:
+    """--classifier, else the classifier.pt beside the index's checkpoint (or its run's best.pt);
+    None, said on stderr, when there is none: /api/classify then answers 404."""
+    from vmfml.openset import OpenSetClassifier
+    from vmfml.train.checkpoint import model_file
+    from vmfml.train.open_set import classifier_file
+
+    if path is None:
+        checkpoint = (searcher.index.meta.get("model") or {}).get("checkpoint")
+        found = classifier_file(model_file(checkpoint)) if checkpoint else None
+        if found is None or not found.is_file():
+            print(
+                "vmfml serve: classification off: the index's model has no classifier.pt beside "
+                "it (give --classifier FILE; `vmfml classify` fits one for an older run)",
+                file=sys.stderr,
+            )
+            return None
+        path = str(found)
+    classifier = OpenSetClassifier.load(path)
+    if classifier.mean_directions.shape[1] != searcher.index.dim:
+        raise ValueError(
+            f"--classifier {path} is for {classifier.mean_directions.shape[1]}-d embeddings, "
+            f"the index holds {searcher.index.dim}-d ones: give the classifier of the index's model"
+        )
+    return classifier

@@ -10,6 +10,7 @@ const state = {
   limits: { max_k: 100, default_k: 12, max_upload_bytes: 10 << 20 },
   query: null, // {type: "image", file} or {type: "item", item}: re-run when k changes
   seq: 0, // only the newest request may draw its results
+  classifier: null, // /api/health: {classes, score, keep_rate} when the server can classify
 };
 
 // A server started with an API key answers 401 on /api/ until it is given: the page asks for it
@@ -125,6 +126,7 @@ function setQueryPreview(src, info) {
 async function runSearch(describe, request) {
   const seq = ++state.seq;
   clearError();
+  $("class-info").hidden = true;
   $("results").classList.add("loading");
   $("status").textContent = "searching…";
   try {
@@ -153,6 +155,30 @@ function searchFile(file) {
   form.append("file", file, file.name || "upload");
   form.append("k", String(currentK()));
   runSearch(`“${file.name || "image"}”`, () => api("/api/search/image", { method: "POST", body: form }));
+  classifyFile(file, state.seq);
+}
+
+// The known class of an uploaded image, or "not in the known classes" (when the server has a
+// classifier: /api/health says so).
+async function classifyFile(file, seq) {
+  if (!state.classifier) return;
+  const form = new FormData();
+  form.append("file", file, file.name || "upload");
+  try {
+    const data = await api("/api/classify", { method: "POST", body: form });
+    if (seq === state.seq) showClass(data);
+  } catch (err) {
+    if (seq === state.seq) $("class-info").hidden = true;
+  }
+}
+
+function showClass(data) {
+  const el = $("class-info");
+  el.classList.toggle("unknown", !data.known);
+  el.textContent = data.known
+    ? `class: ${data.class} · probability ${(100 * data.probability).toFixed(1)}%`
+    : `not in the known classes (closest: ${data.class}; ${data.score_name} ${data.score.toFixed(3)} > ${data.threshold.toFixed(3)})`;
+  el.hidden = false;
 }
 
 function searchItem(item) {
@@ -217,6 +243,7 @@ async function loadHealth() {
   try {
     const health = await api("/api/health");
     state.limits = health.limits;
+    state.classifier = health.classifier;
     $("index-info").textContent =
       `${health.count.toLocaleString()} images · ${health.model ?? "unknown model"} · ${health.dimension}-d embeddings`;
   } catch (err) {
