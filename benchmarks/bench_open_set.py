@@ -1,0 +1,208 @@
+"""Open-set recognition, loss by loss: does vMF training separate unseen classes better, and which
+rejection score separates best? (issue 23; BENCHMARKS.md section 8)
+
+Every method of the benchmark harness (`vmfml.bench.profiles.METHODS`) and CIDER trains the small
+CNN on Fashion-MNIST with `--split open-set`: 3 of the 10 classes (drawn once, split seed 0, the
+same for every run) are held out whole; the other 7 train on their official training images (10%
+held out for validation: the kept epoch and the rejection thresholds) and are tested on their
+official test images, against the 3,000 test images of the unseen classes. Each run records its
+`open_set` report (AUROC, AUPR, FPR@95 of every score), closed-set accuracy and Recall@1, with the
+git commit it ran at. Settings are fixed in advance (the defaults of `vmfml train`, 3 epochs),
+never chosen on these figures.
+
+    python benchmarks/bench_open_set.py --seeds 0 1 2            # runs what is not recorded yet
+    python benchmarks/bench_open_set.py --report                 # the tables, from the records
+
+Records: benchmarks/results/open-set/records.jsonl (one JSON object a line; a run recorded there
+is not run again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "benchmarks" / "results" / "open-set" / "records.jsonl"
+WORK = ROOT / "runs" / "bench-open-set"
+FIXED = {
+    "data": "fashion-mnist",
+    "split": "open-set",
+    "split_seed": 0,
+    "epochs": 3,
+    "plots": False,
+    "progress": False,
+}
+SCORES = ("vmf_likelihood", "max_posterior", "max_cosine", "energy", "knn")
+REFERENCE = "vmf-accumulate"
+
+
+def methods() -> dict[str, dict[str, Any]]:
+    from vmfml.bench.profiles import METHODS
+
+    return {**METHODS, "cider": {"loss": "cider"}}
+
+
+def git_state() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return {"git_commit": commit, "git_dirty": bool(dirty)}
+
+
+def read_records() -> list[dict[str, Any]]:
+    if not RECORDS.is_file():
+        return []
+    return [json.loads(line) for line in RECORDS.read_text().splitlines() if line.strip()]
+
+
+def run_one(method: str, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+    from vmfml.train.config import load_config
+    from vmfml.train.loop import train
+
+    out = WORK / f"{method}-seed{seed}"
+    config = load_config(None, {**FIXED, **settings, "seed": seed, "out_dir": str(out)})
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    start = time.perf_counter()
+    metrics = train(config).metrics
+    report = metrics["open_set"]
+    return {
+        "method": method,
+        "seed": seed,
+        "settings": {**FIXED, **settings},
+        "seconds": round(time.perf_counter() - start, 1),
+        "accuracy": metrics.get("accuracy"),
+        "recall@1": metrics.get("recall@1"),
+        "calibration": metrics.get("calibration"),
+        "open_set": report,
+    }
+
+
+def run(seeds: list[int], only: list[str] | None) -> None:
+    # The code is imported once, at this commit: every record of this process names it.
+    state = git_state()
+    if state["git_dirty"]:
+        print("warning: uncommitted changes: the records will say git_dirty", file=sys.stderr)
+    done = {(r["method"], r["seed"]) for r in read_records()}
+    RECORDS.parent.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for method, settings in methods().items():
+            if (only and method not in only) or (method, seed) in done:
+                continue
+            print(f"== {method} seed {seed}", flush=True)
+            record = {**run_one(method, settings, seed), **state}
+            with open(RECORDS, "a") as f:  # one line, appended whole: a killed run adds nothing
+                f.write(json.dumps(record) + "\n")
+            os_report = record["open_set"]["scores"]
+            print(
+                f"   {record['seconds']} s, accuracy {record['accuracy']:.4f}, AUROC "
+                + ", ".join(f"{s} {os_report[s]['auroc']:.4f}" for s in SCORES),
+                flush=True,
+            )
+
+
+def verdict(diffs: list[float]) -> str:
+    """The benchmark's rule: 'beats' when ahead on every paired seed and the mean difference
+    exceeds twice its standard error; 'trails' the mirror; 'level' otherwise."""
+    n = len(diffs)
+    if n < 2:
+        return "level"
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    se = sd / math.sqrt(n)
+    if all(d > 0 for d in diffs) and mean > 2 * se:
+        return "beats"
+    if all(d < 0 for d in diffs) and -mean > 2 * se:
+        return "trails"
+    return "level"
+
+
+def report() -> str:
+    records = read_records()
+    by = {(r["method"], r["seed"]): r for r in records}
+    names = [m for m in methods() if any(k[0] == m for k in by)]
+    seeds = sorted({k[1] for k in by})
+
+    def values(method: str, key: Any) -> list[float]:
+        return [key(by[(method, s)]) for s in seeds if (method, s) in by]
+
+    def cell(xs: list[float]) -> str:
+        if not xs:
+            return "-"
+        mean = sum(xs) / len(xs)
+        if len(xs) == 1:
+            return f"{100 * mean:.1f}"
+        sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+        return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+    dirty = sum(r.get("git_dirty", False) for r in records)
+    lines = [
+        f"{len(records)} runs at seeds {', '.join(map(str, seeds))}; "
+        f"{dirty} made on a tree with uncommitted changes.",
+        "",
+        "AUROC (%, mean ± sd over seeds) of each rejection score; accuracy and FPR@95 of knn:",
+        "",
+        "| method | accuracy | " + " | ".join(SCORES) + " | FPR@95 (knn) |",
+        "|---|---|" + "---|" * len(SCORES) + "---|",
+    ]
+    for m in names:
+        row = [cell(values(m, lambda r: r["accuracy"]))]
+        row += [cell(values(m, lambda r, s=s: r["open_set"]["scores"][s]["auroc"])) for s in SCORES]
+        row.append(cell(values(m, lambda r: r["open_set"]["scores"]["knn"]["fpr_at_95"])))
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        f"Best-score AUROC against {REFERENCE}, paired by seed (difference in points, the rule's word):",
+        "",
+        "| method | best score's AUROC | − " + REFERENCE + " | verdict |",
+        "|---|---|---|---|",
+    ]
+
+    def best(r: dict[str, Any]) -> float:
+        return max(r["open_set"]["scores"][s]["auroc"] for s in SCORES)
+
+    for m in names:
+        if m == REFERENCE:
+            continue
+        paired = [s for s in seeds if (m, s) in by and (REFERENCE, s) in by]
+        diffs = [best(by[(m, s)]) - best(by[(REFERENCE, s)]) for s in paired]
+        mean = sum(diffs) / len(diffs) if diffs else math.nan
+        lines.append(
+            f"| {m} | {cell(values(m, best))} | {100 * mean:+.1f} | "
+            f"{REFERENCE} {verdict([-d for d in diffs])} {m} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", help="only these methods")
+    parser.add_argument("--report", action="store_true", help="print the tables only")
+    args = parser.parse_args()
+    if args.report:
+        print(report())
+        return 0
+    run(args.seeds, args.methods)
+    print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
