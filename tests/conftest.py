@@ -89,7 +89,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
 
 @pytest.fixture()
 def unwritable(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], Path]]:
-    """`unwritable(folder)` makes an existing folder refuse new files: mode 0o555, and, since
+    """`unwritable(folder)` makes a folder (made if missing) refuse new files: mode 0o555, and, since
     root ignores modes (as these tests may run), a refused `os.open(..., O_CREAT)` in it, the way
     a read-only mount refuses root."""
     import errno
@@ -104,6 +104,7 @@ def unwritable(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], Pat
         return real_open(path, flags, *args, **kwargs)
 
     def lock(folder: Path) -> Path:
+        folder.mkdir(exist_ok=True)
         folder.chmod(0o555)
         locked.append(folder.absolute())
         monkeypatch.setattr(os, "open", guarded_open)
@@ -112,3 +113,13 @@ def unwritable(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], Pat
     yield lock
     for folder in locked:
         folder.chmod(0o755)  # so that pytest can remove tmp_path
+
+
+@pytest.fixture()
+def model_never_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a command loads its checkpoint: what it refuses must be refused first."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the checkpoint was loaded before the output was checked")
+
+    monkeypatch.setattr("vmfml.train.checkpoint.load_embedding_model", refuse)

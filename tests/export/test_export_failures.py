@@ -189,18 +189,13 @@ def test_a_suffix_of_the_other_format_is_refused_before_exporting(
     assert list(tmp_path.iterdir()) == [checkpoint]
 
 
+@pytest.mark.usefixtures("model_never_loaded")
 def test_an_out_folder_that_cannot_be_written_is_refused_before_exporting(
     tmp_path: Path,
     checkpoint: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     unwritable: Callable[[Path], Path],
 ) -> None:
-    def no_model(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the checkpoint was loaded before --out was checked")
-
-    monkeypatch.setattr("vmfml.train.checkpoint.load_embedding_model", no_model)
-    (tmp_path / "locked").mkdir()
     out = unwritable(tmp_path / "locked") / "model.pt"
     assert export(checkpoint, out, "--format", "torchscript") == 2
     assert f"--out {out}: cannot create files in the folder" in one_line_error(capsys)

@@ -98,27 +98,22 @@ def test_embed_out_an_existing_folder_is_refused_before_embedding(
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.usefixtures("model_never_loaded")
 @pytest.mark.parametrize("where", ["a locked folder", "below a file"])
 def test_an_embed_out_that_cannot_be_written_is_refused_before_embedding(
     tmp_path: Path,
     folders: Folders,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     unwritable: Callable[[Path], Path],
     where: str,
 ) -> None:
     """Issue 21: an unwritable out folder was found after all images were embedded."""
     if where == "a locked folder":
-        (tmp_path / "locked").mkdir()
         out = unwritable(tmp_path / "locked") / "g.npz"
     else:
         (tmp_path / "notes.txt").write_text("a file")
         out = tmp_path / "notes.txt" / "g.npz"
 
-    def no_model(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the checkpoint was loaded before --out was checked")
-
-    monkeypatch.setattr("vmfml.train.checkpoint.load_embedding_model", no_model)
     args = ["embed", "--checkpoint", str(folders.checkpoint), "--data", str(folders.gallery)]
     assert main([*args, "--out", str(out), "--no-progress"]) == 2
     line = one_line_error(capsys)
@@ -139,9 +134,8 @@ def test_a_grid_that_cannot_be_written_is_refused_before_searching(
     args = ["--checkpoint", str(folders.checkpoint), "--data", str(folders.gallery)]
     assert main(["index", *args, "--out", str(index), "--no-progress"]) == 0
     capsys.readouterr()
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    grid = unwritable(locked) / "g.png"
+    locked = unwritable(tmp_path / "locked")
+    grid = locked / "g.png"
     assert main(["search", "--index", str(index), str(folders.queries), "--grid", str(grid)]) == 2
     line = one_line_error(capsys)
     assert f"--grid {grid}: cannot create files in the folder {locked}" in line
