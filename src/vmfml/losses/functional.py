@@ -29,11 +29,11 @@ from .base import check_batch, check_rows, refuse_unusable
 __all__ = [
     "log_bessel_iv",
     "log_vmf_normalizer",
-    "mixture_logits_unchecked",
     "vmf_logits",
     "vmf_logits_unchecked",
     "vmf_loss",
     "vmf_mixture_logits",
+    "vmf_mixture_logits_unchecked",
 ]
 
 # Orders at or above this use the Debye expansion directly; smaller orders recur down from here.
@@ -290,10 +290,10 @@ def vmf_mixture_logits(x: Tensor, mu: Tensor, kappas: Tensor) -> Tensor:
             f"{list(kappas.shape) if isinstance(kappas, Tensor) else type(kappas).__name__}"
         )
     _as_non_negative(kappas, "kappas")
-    return mixture_logits_unchecked(x, mu, kappas)
+    return vmf_mixture_logits_unchecked(x, mu, kappas)
 
 
-def mixture_logits_unchecked(x: Tensor, mu: Tensor, kappas: Tensor) -> Tensor:
+def vmf_mixture_logits_unchecked(x: Tensor, mu: Tensor, kappas: Tensor) -> Tensor:
     """`vmf_mixture_logits` without its input checks, for a caller that has made them (VMFLoss);
     a diverged kappa then gives NaN logits, which the training loop stops on."""
     normalizers = _log_vmf_normalizer(kappas.to(torch.float64), x.shape[1]).to(x.dtype)

@@ -20,7 +20,7 @@ from .base import (
     refuse_unusable,
     unusable_rows,
 )
-from .functional import mixture_logits_unchecked, vmf_logits_unchecked
+from .functional import vmf_logits_unchecked, vmf_mixture_logits_unchecked
 
 # NonFiniteEmbeddings lives in .base, shared by every loss; named here too, where it began.
 __all__ = ["NonFiniteEmbeddings", "VMFLoss"]
@@ -142,7 +142,7 @@ class VMFLoss(BaseLoss):
         kappas = self.class_kappas()
         if kappas is None:
             return vmf_logits_unchecked(x, mu, self.kappa.to(x.dtype))
-        return mixture_logits_unchecked(x, mu, kappas)
+        return vmf_mixture_logits_unchecked(x, mu, kappas)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Mean vMF loss of embeddings [B, D] (any norm) with class labels [B]; a 0-d tensor.
