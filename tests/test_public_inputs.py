@@ -24,8 +24,13 @@ from vmfml.losses import (
     PMLLoss,
     SoftmaxCrossEntropyLoss,
     VMFLoss,
+    canonical_loss,
     create_loss,
+    has_period,
     list_losses,
+    log_bessel_iv,
+    log_vmf_normalizer,
+    loss_options,
     vmf_logits,
     vmf_loss,
     vmf_mixture_logits,
@@ -101,11 +106,11 @@ ELSEWHERE = {
     "LOSSES": "a table, not a function",
     "BaseLoss": "an abstract base: its subclasses above",
     "MetricLoss": "a Protocol",
-    "canonical_loss": "losses/test_losses_registry.py (unknown names)",
+    "canonical_loss": "test_the_registry_names_an_unknown_loss_or_strategy",
     "create_loss": "the create_loss:NAME cases above",
-    "has_period": "losses/test_losses_registry.py",
+    "has_period": "test_the_registry_names_an_unknown_loss_or_strategy",
     "list_losses": "takes no input",
-    "loss_options": "losses/test_losses_registry.py",
+    "loss_options": "test_the_registry_names_an_unknown_loss_or_strategy",
     "log_bessel_iv": "test_bessel_and_normalizer_refuse_what_they_are_undefined_for",
     "log_vmf_normalizer": "test_bessel_and_normalizer_refuse_what_they_are_undefined_for",
     "expected_calibration_error": "test_calibration_needs_0_or_1_for_correct",
@@ -212,8 +217,6 @@ def test_calibration_needs_0_or_1_for_correct(correct: list[Any], message: str) 
 
 
 def test_bessel_and_normalizer_refuse_what_they_are_undefined_for() -> None:
-    from vmfml.losses import log_bessel_iv, log_vmf_normalizer
-
     for bad in (float("nan"), -1.0):
         with pytest.raises(ValueError, match=r"x must be finite numbers >= 0"):
             log_bessel_iv(1.5, torch.tensor([1.0, bad]))
@@ -222,3 +225,24 @@ def test_bessel_and_normalizer_refuse_what_they_are_undefined_for() -> None:
     kappa = torch.tensor([2.0], requires_grad=True)
     log_vmf_normalizer(kappa, 8).sum().backward()
     assert kappa.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: canonical_loss("tripplet", "accumulate"), r"unknown loss 'tripplet'; valid: "),
+        (lambda: loss_options("tripplet"), r"unknown loss 'tripplet'; valid: "),
+        (lambda: has_period("tripplet"), r"unknown loss 'tripplet'; valid: "),
+        # has_period raised KeyError: 'globl'; the others let the name through.
+        (lambda: has_period("vmf", "globl"), r"unknown directions 'globl'; valid: "),
+        (lambda: loss_options("vmf", "globl"), r"unknown directions 'globl'; valid: "),
+        (lambda: canonical_loss("vmf", "globl"), r"unknown directions 'globl'; valid: "),
+        (lambda: canonical_loss("vmf_ema", "globl"), r"unknown directions 'globl'; valid: "),
+    ],
+)
+def test_the_registry_names_an_unknown_loss_or_strategy(
+    call: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+    assert canonical_loss("triplet", "globl") == ("triplet", "globl")  # not a vMF loss: unused
