@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -82,3 +82,44 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
         return CliRun(code, out, err)
 
     return run
+
+
+# --- a folder the user cannot write in -------------------------------------------------------
+
+
+@pytest.fixture()
+def unwritable(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], Path]]:
+    """`unwritable(folder)` makes a folder (made if missing) refuse new files: mode 0o555, and, since
+    root ignores modes (as these tests may run), a refused `os.open(..., O_CREAT)` in it, the way
+    a read-only mount refuses root."""
+    import errno
+    import os
+
+    locked: list[Path] = []
+    real_open = os.open
+
+    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_CREAT and Path(path).absolute().parent in locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def lock(folder: Path) -> Path:
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o555)
+        locked.append(folder.absolute())
+        monkeypatch.setattr(os, "open", guarded_open)
+        return folder
+
+    yield lock
+    for folder in locked:
+        folder.chmod(0o755)  # so that pytest can remove tmp_path
+
+
+@pytest.fixture()
+def model_never_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a command loads its checkpoint: what it refuses must be refused first."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the checkpoint was loaded before the output was checked")
+
+    monkeypatch.setattr("vmfml.train.checkpoint.load_embedding_model", refuse)

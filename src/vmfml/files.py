@@ -33,10 +33,11 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
 
     A crash mid-write leaves any previous file intact (`os.replace` is atomic on POSIX); an
     exception in `write` (a failed check, say) removes the temporary file and leaves `path` as it
-    was. The file gets the usual permissions (0666 minus the umask), not mkstemp's private 0600,
+    was. A symbolic link at `path` stays a link: the file it points to is the one replaced.
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's private 0600,
     so that an index written by one user can be served by another.
     """
-    path = Path(path)
+    path = write_target(Path(path))
     if path.is_dir():
         raise ValueError(f"cannot write the file {path}: it is a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,45 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_target(path: Path) -> Path:
+    """The file a write to `path` replaces: the target of a symbolic link (so that the link
+    stays a link, as with any program that writes through it), else `path` itself."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def check_output_file(path: str | Path, flag: str, make_folders: bool = False) -> Path:
+    """Refuse, before any work, an output file that cannot be written where the user said;
+    returns it as a Path. `flag` names the option in the messages (e.g. "--out").
+
+    Refused: a folder; a path below a file; a folder that does not exist, unless `make_folders`
+    (the write creates it); a folder this process cannot create files in, found by creating and
+    removing an empty temporary file there (the nearest existing folder, when folders are still
+    to be made), so read-only mounts and access lists count, not only the mode bits. A symbolic
+    link is checked at its target, where the write lands.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give the file to write")
+    target = write_target(path).absolute()
+    folder = target.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is a file, not a folder")
+    if folder != target.parent and not make_folders:
+        raise FileNotFoundError(f"{flag} {path}: the folder {target.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=TMP_SUFFIX, dir=folder)
+    except OSError as err:
+        raise ValueError(
+            f"{flag} {path}: cannot create files in the folder {folder} ({err.strerror}); "
+            "give a path in a folder you can write to"
+        ) from None
+    os.close(fd)
+    os.unlink(tmp)
+    return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,45 @@ def test_out_an_existing_folder_is_refused(
     assert list(folder.iterdir()) == []
     with pytest.raises(ValueError, match="is a folder"):
         export_model(small_cnn(), "torchscript", folder)
+
+
+def test_out_a_symbolic_link_replaces_the_file_it_points_to(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    """Issue 21: the link itself was replaced by a file. The link stays, its target is written
+    atomically (a temporary file beside the target, renamed over it)."""
+    target = tmp_path / "models" / "v1.pt"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "current.pt"
+    link.symlink_to(target)
+    assert export(checkpoint, link, "--format", "torchscript") == 0
+    assert link.is_symlink() and link.readlink() == target
+    assert target.read_bytes() != b"old" and torch.jit.load(str(target)) is not None
+    assert temp_entries(target) == [] and temp_entries(link) == []
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("torchscript", "x.onnx"), ("onnx", "x.pt")])
+def test_a_suffix_of_the_other_format_is_refused_before_exporting(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str], fmt: str, name: str
+) -> None:
+    """Issue 21: `--format torchscript --out x.onnx` wrote a TorchScript file named x.onnx."""
+    assert export(checkpoint, tmp_path / name, "--format", fmt) == 2
+    other = "onnx" if fmt == "torchscript" else "torchscript"
+    assert f"is the suffix of {other} files; name the file x." in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+@pytest.mark.usefixtures("model_never_loaded")
+def test_an_out_folder_that_cannot_be_written_is_refused_before_exporting(
+    tmp_path: Path,
+    checkpoint: Path,
+    capsys: pytest.CaptureFixture[str],
+    unwritable: Callable[[Path], Path],
+) -> None:
+    out = unwritable(tmp_path / "locked") / "model.pt"
+    assert export(checkpoint, out, "--format", "torchscript") == 2
+    assert f"--out {out}: cannot create files in the folder" in one_line_error(capsys)
 
 
 def test_atomic_write_keeps_the_target_on_failure(tmp_path: Path) -> None:

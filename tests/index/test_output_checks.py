@@ -4,6 +4,7 @@ written where asked."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,47 @@ def test_embed_out_an_existing_folder_is_refused_before_embedding(
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     assert "is a folder" in one_line_error(capsys)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.usefixtures("model_never_loaded")
+@pytest.mark.parametrize("where", ["a locked folder", "below a file"])
+def test_an_embed_out_that_cannot_be_written_is_refused_before_embedding(
+    tmp_path: Path,
+    folders: Folders,
+    capsys: pytest.CaptureFixture[str],
+    unwritable: Callable[[Path], Path],
+    where: str,
+) -> None:
+    """Issue 21: an unwritable out folder was found after all images were embedded."""
+    if where == "a locked folder":
+        out = unwritable(tmp_path / "locked") / "g.npz"
+    else:
+        (tmp_path / "notes.txt").write_text("a file")
+        out = tmp_path / "notes.txt" / "g.npz"
+
+    args = ["embed", "--checkpoint", str(folders.checkpoint), "--data", str(folders.gallery)]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"vmfml embed: error: --out {out}: ")
+    if where == "a locked folder":
+        assert f"cannot create files in the folder {out.parent} (Permission denied)" in line
+    else:
+        assert f"{out.parent} is a file, not a folder" in line
+
+
+def test_a_grid_that_cannot_be_written_is_refused_before_searching(
+    tmp_path: Path,
+    folders: Folders,
+    capsys: pytest.CaptureFixture[str],
+    unwritable: Callable[[Path], Path],
+) -> None:
+    index = tmp_path / "idx"
+    args = ["--checkpoint", str(folders.checkpoint), "--data", str(folders.gallery)]
+    assert main(["index", *args, "--out", str(index), "--no-progress"]) == 0
+    capsys.readouterr()
+    locked = unwritable(tmp_path / "locked")
+    grid = locked / "g.png"
+    assert main(["search", "--index", str(index), str(folders.queries), "--grid", str(grid)]) == 2
+    line = one_line_error(capsys)
+    assert f"--grid {grid}: cannot create files in the folder {locked}" in line
+    assert capsys.readouterr().out == ""  # refused before any search

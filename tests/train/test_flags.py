@@ -8,6 +8,7 @@ checked end to end in test_train_e2e.py and test_distributed.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -193,3 +194,27 @@ def test_augment_and_batch_size_reach_the_batches(augment: str) -> None:
     plain = list(train_batches(data.train, 64, pre, "none", epoch_generator(0, 0)))
     changed = not torch.equal(batches[0][0], plain[0][0])
     assert changed == (augment != "none")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_folder_is_augmented_alike_by_any_number_of_processes(
+    image_folder: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Issue 21: each process drew the flips of its own chunk. Process r of 2 now gets the
+    r-th half of what one process gets, bit for bit, with or without DataLoader workers."""
+    from vmfml.data import image_folder as load_folder
+    from vmfml.train import batches as batches_module
+
+    data = load_folder(image_folder, image_size=28, mode="L")
+    pre = {"input_size": (1, 28, 28), "mean": [0.5], "std": [0.5], "interpolation": "bilinear"}
+
+    def epoch(world: int, rank: int, augment: str = "flip_crop") -> list[torch.Tensor]:
+        monkeypatch.setattr(batches_module, "world_size", lambda: world)
+        monkeypatch.setattr(batches_module, "rank", lambda: rank)
+        gen = epoch_generator(0, 1)
+        return [x for x, _ in train_batches(data, 16, pre, augment, gen, num_workers=workers)]
+
+    whole = epoch(1, 0)
+    halves = [torch.cat(pair) for pair in zip(epoch(2, 0), epoch(2, 1), strict=True)]
+    assert all(torch.equal(a, b) for a, b in zip(whole, halves, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(whole, epoch(1, 0, "none"), strict=True))

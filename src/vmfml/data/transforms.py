@@ -17,7 +17,7 @@ three times cheaper.)
 `prepare_batch` does it on a whole batch at once (the fast path for in-memory sets, on any
 device); with a `torch.Generator` its random draws, and so a resumed training run, are
 reproducible bit for bit. `make_transform` wraps the same steps for one image, for a DataLoader
-over an image folder.
+over an image folder, where `TransformedDataset` can seed each image's draws on its own.
 """
 
 from __future__ import annotations
@@ -184,12 +184,14 @@ class ImageTransform:
         self.spec = Preprocessing.from_dict(preprocessing)
         self.augment = augment
 
-    def __call__(self, image: Tensor) -> Tensor:
+    def __call__(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The image prepared; its augmentation draws from `generator` (None: torch's global
+        generator)."""
         if not isinstance(image, Tensor) or image.dim() != 3:
             raise ValueError(
                 f"expected one uint8 image [C, H, W]; got {getattr(image, 'shape', type(image))}"
             )
-        return prepare_batch(image.unsqueeze(0), self.spec, self.augment)[0]
+        return prepare_batch(image.unsqueeze(0), self.spec, self.augment, generator)[0]
 
     def __repr__(self) -> str:
         return f"ImageTransform({self.spec}, augment={self.augment!r})"
@@ -205,15 +207,29 @@ def make_transform(
 
 
 class TransformedDataset(Dataset[tuple[Tensor, int]]):
-    """`(transform(image), label)` pairs of an `ImageDataset`, for a DataLoader."""
+    """`(transform(image), label)` pairs of an `ImageDataset`, for a DataLoader.
 
-    def __init__(self, dataset: ImageDataset, transform: ImageTransform) -> None:
+    With `seeds` ([len(dataset)] integers), image i's augmentation draws from a generator seeded
+    with `seeds[i]`: the same whichever process or DataLoader worker prepares it.
+    """
+
+    def __init__(
+        self, dataset: ImageDataset, transform: ImageTransform, seeds: Tensor | None = None
+    ) -> None:
+        if seeds is not None and seeds.shape != (len(dataset),):
+            raise ValueError(
+                f"seeds must have shape [{len(dataset)}] (one per image), got {list(seeds.shape)}"
+            )
         self.dataset = dataset
         self.transform = transform
+        self.seeds = seeds
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         image, label = self.dataset[index]
-        return self.transform(image), label
+        if self.seeds is None:
+            return self.transform(image), label
+        generator = torch.Generator().manual_seed(int(self.seeds[index]))
+        return self.transform(image, generator), label

@@ -4,7 +4,9 @@ The check runs the exported file (onnxruntime / torch.jit.load) on images - real
 `--check-data`, else random ones - and compares with PyTorch. The file is written under a
 temporary name and renamed to `--out` only after the check passes: above `--atol` the command
 fails and `--out` is left as it was (a previous good export stays), so a wrong export is never
-left behind looking valid.
+left behind looking valid. An `--out` that is a symbolic link stays one: the file it points to
+is replaced, atomically. Before any work, `--out` is refused when it is a folder, when its folder
+cannot be written, or when its suffix is the other format's (`--format torchscript --out x.onnx`).
 """
 
 from __future__ import annotations
@@ -73,11 +75,12 @@ def opset(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from vmfml.export.check import ExportMismatchError, check_export
     from vmfml.export.exporter import check_destination, export_model
+    from vmfml.files import check_output_file
     from vmfml.train.checkpoint import load_embedding_model
 
     if args.check_images < 2:
         raise ValueError(f"--check-images must be at least 2, got {args.check_images}")
-    out = check_destination(args.out)
+    out = check_output_file(check_destination(args.out, args.format), "--out", make_folders=True)
     existed = out.is_file()
     model, _ = load_embedding_model(args.checkpoint)
     images, source = check_images(model, args.check_data, args.check_images)

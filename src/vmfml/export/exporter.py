@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from vmfml.files import atomic_write
 
 FORMATS = ("onnx", "torchscript")
+# The usual file suffixes of each format: an --out with another format's suffix is refused.
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 DEFAULT_OPSET = 17
@@ -85,7 +87,7 @@ def export_onnx(
         ValueError: an opset out of range, or one the model's operations cannot be exported at.
     """
     check_opset(opset)
-    return _write(out, lambda tmp: _write_onnx(model, tmp, opset), check)
+    return _write(out, "onnx", lambda tmp: _write_onnx(model, tmp, opset), check)
 
 
 def _write_onnx(model: nn.Module, out: Path, opset: int) -> None:
@@ -138,7 +140,7 @@ def export_torchscript(
     data-dependent control flow, and the batch size stays free (checked by `check_export`).
     `out` is written whole or not at all, `check` run on it first (see `export_model`).
     """
-    return _write(out, lambda tmp: _write_torchscript(model, tmp), check)
+    return _write(out, "torchscript", lambda tmp: _write_torchscript(model, tmp), check)
 
 
 def _write_torchscript(model: nn.Module, out: Path) -> None:
@@ -178,21 +180,32 @@ def export_model(
     raise ValueError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
 
 
-def check_destination(out: str | Path) -> Path:
-    """Refuse an output path that is a folder (before any work); returns it as a Path."""
+def check_destination(out: str | Path, fmt: str) -> Path:
+    """Refuse, before any work, an output path that is a folder or whose suffix is another
+    format's (`model.onnx` for torchscript); returns it as a Path."""
     out = Path(out)
     if out.is_dir():
         raise ValueError(
             f"cannot export to {out}: it is a folder; give the file to write, e.g. "
-            f"{out / 'model.onnx'}"
+            f"{out / ('model' + SUFFIXES[fmt][0])}"
         )
+    suffix = out.suffix.lower()
+    for other, suffixes in SUFFIXES.items():
+        if other != fmt and suffix in suffixes:
+            raise ValueError(
+                f"cannot export {fmt} to {out}: {suffix} is the suffix of {other} files; name "
+                f"the file {out.with_suffix(SUFFIXES[fmt][0]).name} or export --format {other}"
+            )
     return out
 
 
 def _write(
-    out: str | Path, write: Callable[[Path], None], check: Callable[[Path], object] | None
+    out: str | Path,
+    fmt: str,
+    write: Callable[[Path], None],
+    check: Callable[[Path], object] | None,
 ) -> Path:
-    out = check_destination(out)
+    out = check_destination(out, fmt)
 
     def write_and_check(tmp: str) -> None:
         write(Path(tmp))

@@ -64,18 +64,3 @@ def load_gallery(folder: str | Path, preprocessing: Any, on_error: str, progress
     return image_folder(
         folder, on_error=on_error, mode="L" if channels == 1 else "RGB", progress=progress
     )
-
-
-def check_output_file(path: str | Path, flag: str) -> Path:
-    """Refuse, before any work, an output file that cannot be written where the user said.
-
-    Its folder must exist (a typo is not silently turned into new folders) and it must not be a
-    folder itself.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path} is a folder; give the file to write")
-    parent = path.absolute().parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"{flag} {path}: the folder {parent} does not exist")
-    return path

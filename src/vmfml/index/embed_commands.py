@@ -53,9 +53,12 @@ def embed_gallery(args: argparse.Namespace, out: str | Path) -> tuple[Path | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    npz = args.out if str(args.out).endswith(".npz") else f"{args.out}.npz"
-    if Path(args.out).is_dir() or Path(npz).is_dir():
-        raise ValueError(f"--out {args.out} is a folder; give the embedding file to write (.npz)")
+    from vmfml.files import check_output_file
+
+    # Before the model and the images are loaded: numpy writes NAME.npz for --out NAME.
+    check_output_file(args.out, "--out", make_folders=True)
+    if not str(args.out).endswith(".npz"):
+        check_output_file(f"{args.out}.npz", "--out", make_folders=True)
     out, dataset, model = embed_gallery(args, args.out)
     if out is None:  # a torchrun process other than 0: process 0 wrote the file
         return 0

@@ -16,12 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from vmfml.index.cli_common import (
-    add_model_run_arguments,
-    add_on_error_argument,
-    check_output_file,
-    positive_int,
-)
+from vmfml.files import check_output_file
+from vmfml.index.cli_common import add_model_run_arguments, add_on_error_argument, positive_int
 
 # Queries embedded and searched per round: bounds memory for a folder of many thousand images.
 QUERY_CHUNK = 256

@@ -21,8 +21,7 @@ from torch import Tensor, nn
 
 from vmfml import distributed
 
-from .base import BaseLoss
-from .vmf import check_embeddings, check_labels
+from .base import BaseLoss, check_batch, check_rows, refuse_unusable
 
 __all__ = [
     "PMLClassifierLoss",
@@ -64,13 +63,12 @@ class SoftmaxCrossEntropyLoss(BaseLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Mean cross-entropy of features [B, D] with labels [B]; a 0-d tensor."""
-        check_embeddings(embeddings, self.embed_dim)
-        labels = check_labels(labels, embeddings.shape[0], self.num_classes)
+        labels = check_batch(embeddings, labels, self.embed_dim, self.num_classes)
         return F.cross_entropy(self.logits(embeddings), labels)
 
     def logits(self, embeddings: Tensor) -> Tensor:
-        """W x + b [B, C] for features [B, D]."""
-        check_embeddings(embeddings, self.embed_dim)
+        """W x + b [B, C] for features [B, D] (an all-zero row is a valid feature here)."""
+        check_rows(embeddings, self.embed_dim, directional=False)
         return self.classifier(embeddings.to(self.classifier.weight.dtype))
 
 
@@ -108,10 +106,11 @@ class PMLLoss(BaseLoss):
         (`distributed.global_batch`), so that tuples form across processes and W processes
         train what one process does with the same global batch.
         """
-        check_embeddings(embeddings, self.embed_dim)
-        labels = check_labels(labels, embeddings.shape[0], self.num_classes)
+        labels = check_batch(embeddings, labels, self.embed_dim, self.num_classes)
         embeddings = distributed.global_batch(embeddings)
         labels = distributed.global_batch(labels)
+        # Checked on the global batch, so that every process refuses the same step.
+        refuse_unusable(embeddings, directional=self.expects_normalized)
         indices = None if self.miner is None else self.miner(embeddings, labels)
         return self.loss(embeddings, labels, indices)
 
@@ -152,7 +151,7 @@ class PMLClassifierLoss(PMLLoss):
 
     def logits(self, embeddings: Tensor) -> Tensor:
         """Class logits [B, C] of embeddings [B, D], in the scale the loss trains them."""
-        check_embeddings(embeddings, self.embed_dim)
+        check_rows(embeddings, self.embed_dim, directional=self.expects_normalized)
         weight = next(self.loss.parameters())
         out = self.loss.get_logits(embeddings.to(weight.dtype))
         if not self.loss.distance.is_inverted:

@@ -24,7 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["log_bessel_iv", "log_vmf_normalizer", "vmf_logits", "vmf_loss"]
+from .base import check_batch, check_rows, refuse_unusable
+
+__all__ = [
+    "log_bessel_iv",
+    "log_vmf_normalizer",
+    "vmf_logits",
+    "vmf_logits_unchecked",
+    "vmf_loss",
+    "vmf_mixture_logits",
+    "vmf_mixture_logits_unchecked",
+]
 
 # Orders at or above this use the Debye expansion directly; smaller orders recur down from here.
 # With _DEBYE_TERMS terms (u_0 ... u_10) the first omitted term is u_11(t) / nu^11, and
@@ -158,6 +168,31 @@ def _check_order(nu: float) -> float:
     return nu
 
 
+def _as_non_negative(values: Tensor | float, name: str) -> Tensor:
+    """`values` as a tensor (a number: of the default dtype), refused unless every value is a
+    finite number >= 0."""
+    dtype = values.dtype if isinstance(values, Tensor) else torch.get_default_dtype()
+    t = torch.as_tensor(values, dtype=dtype)
+    if t.numel() and not bool((torch.isfinite(t) & (t >= 0)).all()):
+        bad = t[~(torch.isfinite(t) & (t >= 0))].flatten()[0]
+        raise ValueError(f"{name} must be finite numbers >= 0, got {float(bad)}")
+    return t
+
+
+def _check_mu(mu: Tensor) -> None:
+    """Mean directions mu [C, D]: floating point, finite, none all zero."""
+    if not isinstance(mu, Tensor) or mu.dim() != 2:
+        got = list(mu.shape) if isinstance(mu, Tensor) else type(mu).__name__
+        raise ValueError(f"mu must be a tensor [C, D] of mean directions, got {got}")
+    check_rows(mu, mu.shape[1], directional=True, name="mu")
+
+
+def _check_directions(x: Tensor, mu: Tensor) -> None:
+    """Unit embeddings x [B, D] and mean directions mu [C, D] of the same D, both usable."""
+    _check_mu(mu)
+    check_rows(x, mu.shape[1], directional=True, name="x")
+
+
 def log_bessel_iv(nu: float, x: Tensor | float) -> Tensor:
     """log I_nu(x), the log of the modified Bessel function of the first kind.
 
@@ -179,7 +214,7 @@ def log_bessel_iv(nu: float, x: Tensor | float) -> Tensor:
         -0.06435199
     """
     nu = _check_order(nu)
-    x = torch.as_tensor(x, dtype=x.dtype if isinstance(x, Tensor) else torch.get_default_dtype())
+    x = _as_non_negative(x, "x")
     work = x.to(_working_dtype(x))
     out = torch.special.xlogy(torch.tensor(nu, dtype=work.dtype), work)
     return (out + _log_iv_minus_power(nu, work)).to(x.dtype)
@@ -202,9 +237,10 @@ def log_vmf_normalizer(kappa: Tensor | float, dim: int) -> Tensor:
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
         raise ValueError(f"dim must be an integer >= 2 (the embedding size), got {dim!r}")
-    kappa = torch.as_tensor(
-        kappa, dtype=kappa.dtype if isinstance(kappa, Tensor) else torch.get_default_dtype()
-    )
+    return _log_vmf_normalizer(_as_non_negative(kappa, "kappa"), dim)
+
+
+def _log_vmf_normalizer(kappa: Tensor, dim: int) -> Tensor:
     work = kappa.to(_working_dtype(kappa))
     out = -0.5 * dim * math.log(2.0 * math.pi) - _log_iv_minus_power(0.5 * dim - 1.0, work)
     return out.to(kappa.dtype)
@@ -221,6 +257,13 @@ def vmf_logits(x: Tensor, mu: Tensor, kappa: Tensor | float) -> Tensor:
     Returns:
         logits [B, C].
     """
+    _check_directions(x, mu)
+    return vmf_logits_unchecked(x, mu, kappa)
+
+
+def vmf_logits_unchecked(x: Tensor, mu: Tensor, kappa: Tensor | float) -> Tensor:
+    """`vmf_logits` without its input checks, for a caller that has made them (VMFLoss): nothing
+    is read back from the device."""
     return kappa * (x @ mu.t())
 
 
@@ -240,7 +283,20 @@ def vmf_mixture_logits(x: Tensor, mu: Tensor, kappas: Tensor) -> Tensor:
     Returns:
         logits [B, C], in the dtype of x.
     """
-    normalizers = log_vmf_normalizer(kappas.to(torch.float64), x.shape[1]).to(x.dtype)
+    _check_directions(x, mu)
+    if not isinstance(kappas, Tensor) or kappas.shape != (mu.shape[0],):
+        raise ValueError(
+            f"kappas must be a tensor of shape [{mu.shape[0]}] (one per class), got "
+            f"{list(kappas.shape) if isinstance(kappas, Tensor) else type(kappas).__name__}"
+        )
+    _as_non_negative(kappas, "kappas")
+    return vmf_mixture_logits_unchecked(x, mu, kappas)
+
+
+def vmf_mixture_logits_unchecked(x: Tensor, mu: Tensor, kappas: Tensor) -> Tensor:
+    """`vmf_mixture_logits` without its input checks, for a caller that has made them (VMFLoss);
+    a diverged kappa then gives NaN logits, which the training loop stops on."""
+    normalizers = _log_vmf_normalizer(kappas.to(torch.float64), x.shape[1]).to(x.dtype)
     return normalizers + kappas.to(x.dtype) * (x @ mu.t())
 
 
@@ -259,4 +315,7 @@ def vmf_loss(x: Tensor, labels: Tensor, mu: Tensor, kappa: Tensor | float) -> Te
     Returns:
         the mean loss, a 0-d tensor.
     """
-    return F.cross_entropy(vmf_logits(x, mu, kappa), labels)
+    _check_mu(mu)
+    labels = check_batch(x, labels, mu.shape[1], mu.shape[0], name="x")
+    refuse_unusable(x, directional=True, name="x")
+    return F.cross_entropy(vmf_logits_unchecked(x, mu, kappa), labels)

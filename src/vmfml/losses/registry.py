@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from vmfml.directions import DIRECTIONS, direction_options
+from vmfml.directions import DIRECTIONS, MeanDirections, direction_options
 
 from . import baselines
 from .base import BaseLoss, MetricLoss
@@ -70,6 +70,8 @@ def canonical_loss(name: str, directions: str) -> tuple[str, str]:
     """(loss, directions) with a `vmf_<strategy>` alias spelled out: ("vmf_global", d) ->
     ("vmf", "global"). An alias with another explicit strategy is refused."""
     _lookup(name)
+    if name.startswith("vmf"):
+        _strategy(directions)
     if not name.startswith("vmf_"):
         return name, directions
     strategy = name.removeprefix("vmf_")
@@ -88,7 +90,7 @@ def has_period(name: str, directions: str | None = None) -> bool:
     if not name.startswith("vmf"):
         return False
     strategy = name.removeprefix("vmf_") if name != "vmf" else directions or "accumulate"
-    return DIRECTIONS[strategy].has_period
+    return _strategy(strategy).has_period
 
 
 def loss_options(name: str, directions: str | None = None) -> list[str]:
@@ -99,10 +101,8 @@ def loss_options(name: str, directions: str | None = None) -> list[str]:
             directions = name.removeprefix("vmf_")
         valid = ["kappa", "learn_kappa"] + (["directions"] if name == "vmf" else [])
         strategy = directions or "accumulate"
-        if strategy not in DIRECTIONS:
-            return valid
         # Per-class concentrations are estimated from the sums a refresh sets mu from.
-        per_class = ["class_kappa"] if DIRECTIONS[strategy].has_period else []
+        per_class = ["class_kappa"] if _strategy(strategy).has_period else []
         return valid + per_class + direction_options(strategy)
     params = inspect.signature(builder).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -136,6 +136,13 @@ def create_loss(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return builder(num_classes, embed_dim, **opts)
+
+
+def _strategy(directions: str) -> type[MeanDirections]:
+    """The mean-direction strategy named `directions`; an unknown name gets the directions
+    registry's ValueError, which lists the valid ones."""
+    direction_options(directions)
+    return DIRECTIONS[directions]
 
 
 def _lookup(name: str) -> Callable[..., BaseLoss]:

@@ -12,10 +12,18 @@ from torch import Tensor, nn
 from vmfml.directions import MeanDirections, create_directions
 from vmfml.directions.base import ClassSums
 
-from .base import BaseLoss
-from .functional import vmf_logits, vmf_mixture_logits
+from .base import (
+    BaseLoss,
+    NonFiniteEmbeddings,
+    check_batch,
+    check_rows,
+    refuse_unusable,
+    unusable_rows,
+)
+from .functional import vmf_logits_unchecked, vmf_mixture_logits_unchecked
 
-__all__ = ["NonFiniteEmbeddings", "VMFLoss", "check_embeddings", "check_labels"]
+# NonFiniteEmbeddings lives in .base, shared by every loss; named here too, where it began.
+__all__ = ["NonFiniteEmbeddings", "VMFLoss"]
 
 
 class VMFLoss(BaseLoss):
@@ -133,39 +141,31 @@ class VMFLoss(BaseLoss):
         mu = self.directions.directions().to(x.dtype)
         kappas = self.class_kappas()
         if kappas is None:
-            return vmf_logits(x, mu, self.kappa.to(x.dtype))
-        return vmf_mixture_logits(x, mu, kappas)
+            return vmf_logits_unchecked(x, mu, self.kappa.to(x.dtype))
+        return vmf_mixture_logits_unchecked(x, mu, kappas)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Mean vMF loss of embeddings [B, D] (any norm) with class labels [B]; a 0-d tensor.
 
         Raises a ValueError for an empty batch, and `NonFiniteEmbeddings` (a ValueError naming
-        the bad rows) when an embedding holds NaN or infinite values; the directions then take
-        in nothing of the batch.
+        the bad rows) when an embedding holds NaN or infinite values or is all zero; the
+        directions then take in nothing of the batch.
         """
-        check_embeddings(embeddings, self.embed_dim)
-        if embeddings.shape[0] == 0:
-            raise ValueError(
-                f"empty batch: embeddings have shape {list(embeddings.shape)}; the vMF loss is a "
-                "mean over the batch and needs at least one embedding"
-            )
-        labels = check_labels(labels, embeddings.shape[0], self.num_classes)
+        labels = check_batch(embeddings, labels, self.embed_dim, self.num_classes)
         x = _unit(embeddings)
+        bad = unusable_rows(embeddings, directional=True)
         loss = F.cross_entropy(self._logits(x), labels)
         if self.training:
-            # A batch with a bad row gives NaN rows only, which the strategies skip: nothing of
-            # a refused batch is taken in, and nothing is read back from the GPU to decide it.
-            whole = torch.isfinite(x).all()
-            self.directions.observe(torch.where(whole, x.detach(), torch.nan), labels)
-        # Any NaN or infinite embedding makes the loss NaN: one test of the value the caller
-        # reads anyway, and the rows are looked at only when it fails.
-        if not torch.isfinite(loss):
-            _refuse_non_finite(embeddings)
+            # A batch with a bad row is handed over as NaN rows only, which the strategies skip:
+            # nothing of a refused batch is taken in, and every process of a run still calls its
+            # strategy (whose collectives must match) before the batch is refused.
+            self.directions.observe(torch.where(bad.any(), torch.nan, x.detach()), labels)
+        refuse_unusable(embeddings, directional=True, rows=bad)
         return loss
 
     def logits(self, embeddings: Tensor) -> Tensor:
         """Class logits kappa mu . x [B, C] (their softmax is the posterior) for embeddings [B, D]."""
-        check_embeddings(embeddings, self.embed_dim)
+        check_rows(embeddings, self.embed_dim, directional=True)
         return self._logits(_unit(embeddings))
 
     # ---- the training contract (vmfml.losses.base): the strategy does the work ----
@@ -209,72 +209,8 @@ class VMFLoss(BaseLoss):
         )
 
 
-class NonFiniteEmbeddings(ValueError):
-    """Embeddings holding NaN or infinite values were given to the loss."""
-
-
-def _refuse_non_finite(embeddings: Tensor) -> None:
-    """Raise `NonFiniteEmbeddings` naming the rows of embeddings [B, D] that hold NaN or
-    infinite values; return when every row is finite (the loss is then not finite for another
-    reason, such as an infinite learned kappa, and is returned as it is)."""
-    nan_rows = torch.isnan(embeddings).any(dim=1)
-    inf_rows = torch.isinf(embeddings).any(dim=1) & ~nan_rows
-    bad = (nan_rows | inf_rows).nonzero().flatten().tolist()
-    if not bad:
-        return
-    kinds = [
-        f"{n} with NaN" if kind == "nan" else f"{n} with an infinite value"
-        for kind, n in (("nan", int(nan_rows.sum())), ("inf", int(inf_rows.sum())))
-        if n
-    ]
-    shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-    raise NonFiniteEmbeddings(
-        f"{len(bad)} of {embeddings.shape[0]} embeddings are not finite "
-        f"({' and '.join(kinds)}): rows {shown}"
-    )
-
-
 def _unit(embeddings: Tensor) -> Tensor:
     # Half-precision inputs (mixed-precision training) are lifted to float32: with kappa ~ 16 the
     # logits need more than the 3 significant digits of bfloat16.
     dtype = torch.promote_types(embeddings.dtype, torch.float32)
     return F.normalize(embeddings.to(dtype), dim=1)
-
-
-def check_embeddings(embeddings: Tensor, embed_dim: int) -> None:
-    """Raise a ValueError unless embeddings is a floating-point [B, embed_dim] tensor."""
-    if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point():
-        what = (
-            f"a {embeddings.dtype} tensor"
-            if isinstance(embeddings, Tensor)
-            else type(embeddings).__name__
-        )
-        raise ValueError(f"embeddings must be a floating-point tensor, got {what}")
-    if embeddings.dim() != 2 or embeddings.shape[1] != embed_dim:
-        raise ValueError(
-            f"embeddings must have shape [B, {embed_dim}], got {list(embeddings.shape)}"
-        )
-
-
-def check_labels(labels: Tensor, batch_size: int, num_classes: int) -> Tensor:
-    """Validate class labels for a batch of batch_size embeddings; returns them as int64.
-
-    Raises a ValueError naming the problem: not an integer tensor, not of shape [batch_size],
-    or values outside [0, num_classes).
-    """
-    if not isinstance(labels, Tensor):
-        raise ValueError(f"labels must be a tensor of class indices, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be an integer tensor of class indices, got {labels.dtype}")
-    if labels.shape != (batch_size,):
-        raise ValueError(
-            f"labels must have shape [{batch_size}] (one per embedding), got {list(labels.shape)}"
-        )
-    if labels.numel():
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), "
-                f"got values in [{low}, {high}]"
-            )
-    return labels.long()

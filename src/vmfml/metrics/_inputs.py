@@ -42,8 +42,9 @@ def resolve_backend(backend: str) -> Literal["faiss", "torch"]:
 
 def as_unit_embeddings(x: ArrayLike, name: str) -> torch.Tensor:
     """Float32 `[N, D]` tensor with unit rows (re-normalized: callers promise unit vectors, but
-    float16 outputs or a forgotten normalization would otherwise silently change the ranking)."""
-    t = torch.as_tensor(x)
+    float16 outputs or a forgotten normalization would otherwise silently change the ranking).
+    A tensor that requires grad is taken as its values: metrics are not differentiated."""
+    t = torch.as_tensor(x.detach() if isinstance(x, torch.Tensor) else x)
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [N, D], got shape {tuple(t.shape)}")
     if t.shape[0] == 0 or t.shape[1] == 0:
@@ -62,6 +63,15 @@ def as_unit_embeddings(x: ArrayLike, name: str) -> torch.Tensor:
             f"{name} has {int((norms == 0).sum())} all-zero row(s); they have no direction on the sphere"
         )
     return F.normalize(t, dim=1).contiguous()
+
+
+def as_vector(x: ArrayLike | Sequence[float], name: str) -> torch.Tensor:
+    """Float64 CPU tensor of a 1-D array `[N]` (a tensor that requires grad is taken as its
+    values)."""
+    t = torch.as_tensor(x.detach() if isinstance(x, torch.Tensor) else x)
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array [N], got shape {tuple(t.shape)}")
+    return t.cpu().double()
 
 
 def as_labels(y: ArrayLike | Sequence[int], n: int, name: str, embeddings_name: str) -> np.ndarray:

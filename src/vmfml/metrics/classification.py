@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vmfml.metrics._inputs import ArrayLike, as_unit_embeddings
+from vmfml.metrics._inputs import ArrayLike, as_unit_embeddings, as_vector
 
 
 def _as_class_labels(labels: ArrayLike | Sequence[int], n: int, num_classes: int) -> torch.Tensor:
@@ -46,8 +46,11 @@ def expected_calibration_error(
         correct: `[N]` bool (or 0/1), whether each prediction is right.
         n_bins: number of equal-width bins on [0, 1].
     """
-    conf = torch.as_tensor(confidences).detach().cpu().double().flatten()
-    hit = torch.as_tensor(correct).detach().cpu().double().flatten()
+    conf = as_vector(confidences, "confidences")
+    hit = as_vector(correct, "correct")
+    not_binary = (hit != 0) & (hit != 1)
+    if bool(not_binary.any()):
+        raise ValueError(f"correct must hold 0 or 1 (or bools); got {float(hit[not_binary][0]):g}")
     if len(conf) != len(hit):
         raise ValueError(
             f"confidences ({len(conf)}) and correct ({len(hit)}) must have the same length"

@@ -61,17 +61,18 @@ def train_batches(
             )
             yield images[mine], dataset.labels[idx][mine]
         return
+    # Images are prepared one by one, each by the process (and worker) that reads it: each draws
+    # its augmentation from a seed of its own, drawn here for every image, the same on every
+    # process, so neither W nor the number of workers changes the draws.
+    seeds = torch.randint(0, 2**62, (n,), generator=generator)
     transform = make_transform(preprocessing, train=True, augment=augment)
     loader = DataLoader(
-        TransformedDataset(dataset, transform),
+        TransformedDataset(dataset, transform, seeds),
         batch_sampler=[idx[mine].tolist() for idx in global_batches],
         num_workers=num_workers,
         generator=generator,
         persistent_workers=False,
     )
-    if num_workers == 0:
-        # Augmentations in this process draw from torch's global generator: seed it per epoch too.
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     yield from loader
 
 
