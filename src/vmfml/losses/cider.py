@@ -30,8 +30,7 @@ from torch import Tensor
 
 from vmfml import distributed
 from vmfml.directions.base import ClassSums
-from vmfml.losses.base import BaseLoss
-from vmfml.losses.vmf import check_embeddings, check_labels
+from vmfml.losses.base import BaseLoss, check_batch, refuse_unusable
 
 # The official code's base temperature of the compactness term (CompLoss(base_temperature=0.07)).
 BASE_TEMPERATURE = 0.07
@@ -70,9 +69,11 @@ class CIDERLoss(BaseLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """`embeddings` [B, D] (unit rows), `labels` [B] in [0, C): the CIDER loss, a scalar."""
-        check_embeddings(embeddings, self.embed_dim)
-        labels = check_labels(labels, len(embeddings), self.num_classes)
-        x = F.normalize(distributed.global_batch(embeddings), dim=1)
+        labels = check_batch(embeddings, labels, self.embed_dim, self.num_classes)
+        gathered = distributed.global_batch(embeddings)
+        # After the gather, so that every process refuses the same step.
+        refuse_unusable(gathered, directional=True)
+        x = F.normalize(gathered, dim=1)
         y = distributed.global_batch(labels)
         prototypes = self.prototypes.to(x.dtype).clone()
         for i in range(len(y)):  # in batch order, each sample sees the previous ones' update

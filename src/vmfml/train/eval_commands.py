@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmfml.index.cli_common import check_output_file
+    from vmfml.files import check_output_file
     from vmfml.losses import create_loss
     from vmfml.train.checkpoint import load_embedding_model, model_file
     from vmfml.train.commands import print_summary
