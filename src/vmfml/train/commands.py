@@ -127,14 +127,13 @@ def _run_folder_of(config_path: str) -> Path | None:
 
 def _refuse_existing_run(out: Path) -> None:
     """A run already in `out` is never silently replaced."""
-    import torch
-
+    from vmfml.train.checkpoint import load_checkpoint
     from vmfml.train.loop import CHECKPOINT
 
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
         try:  # memory-mapped: only the small entries are read
-            saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+            saved = load_checkpoint(ckpt, mmap=True)
             epoch = int(saved["epoch"])
             epochs = int(saved.get("epochs") or saved["config"]["epochs"])
         except Exception:  # a damaged or foreign file is still not ours to replace
