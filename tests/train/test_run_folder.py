@@ -414,3 +414,35 @@ def test_a_run_stopped_by_its_time_cap_resumes_with_a_larger_one(
     )
     assert more.code == 0, more.err
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 3
+
+
+def test_nproc_takes_the_folder_before_launching_and_its_processes_run_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: Any
+) -> None:
+    """`vmfml train --nproc N` checks and holds the folder before torchrun starts (a busy folder
+    launches nothing); the processes it starts find the lock held for them (`HELD_ENV`)."""
+    import subprocess
+
+    from vmfml.train import run_folder
+
+    out = tmp_path / "run"
+    launched: list[dict[str, str]] = []
+
+    def fake_torchrun(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        launched.append(env)
+        # What torchrun's process 0 does: claim the folder without taking the lock.
+        with monkeypatch.context() as m:
+            m.setattr(run_folder.os, "environ", env)
+            assert run_folder.held_by_launcher(out)
+            with run_folder.claim(out, lock=not run_folder.held_by_launcher(out)):
+                pass
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_torchrun)
+    with run_folder.claim(out):  # another run holds the folder
+        busy = run_cli("train", "--nproc", "2", *flags({**QUICK, "out_dir": out}))
+    assert busy.code == 2 and f"{out} is in use by another run (vmfml train, pid" in busy.err
+    assert not launched
+    assert run_cli("train", "--nproc", "2", *flags({**QUICK, "out_dir": out})).code == 0
+    assert launched and launched[0][run_folder.HELD_ENV] == str((out / run_folder.LOCK).resolve())
+    assert not out.exists()  # nothing was written: the folder made for the lock is gone
