@@ -107,8 +107,16 @@ def test_unreadable_weight_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         read_state_dict(tmp_path / "absent.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="cannot read weights file"):
+    with pytest.raises(
+        ValueError, match="junk.pth is not a weights file: it is not a file written by torch.save"
+    ):
         read_state_dict(tmp_path / "junk.pth")
+    # --weights /etc/passwd used to say 'list index out of range'.
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(
+        ValueError, match="passwd is not a weights file: it is not a file written by torch.save"
+    ):
+        read_state_dict(tmp_path / "passwd")
     torch.save({"epoch": 1}, tmp_path / "nostate.pth")
     with pytest.raises(ValueError, match="no state dict"):
         read_state_dict(tmp_path / "nostate.pth")

@@ -38,7 +38,7 @@ def test_load_refuses_missing_truncated_and_foreign_files(tmp_path: Path) -> Non
     atomic_save({"format": checkpoint.FORMAT, "version": 1, "w": torch.zeros(1000)}, good)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="cannot read vmfml checkpoint .*: PytorchStreamReader"):
         load_checkpoint(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)

@@ -61,3 +61,31 @@ def test_missing_or_malformed_file(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="mapping"):
         load_config(listy)
+
+
+def _float_settings() -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(TrainConfig) if "float" in str(f.type)]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+@pytest.mark.parametrize("key", _float_settings())
+def test_every_float_setting_must_be_finite(key: str, value: str) -> None:
+    """Issue 21 #6: `--lr inf` trained until the embeddings turned NaN, `--warmup-epochs nan`
+    was accepted; every float setting is checked where the config is parsed."""
+    with pytest.raises(ValueError, match=f"{key} must be a finite number; got"):
+        load_config(None, {key: value})
+
+
+def test_float_settings_cover_the_rates_and_factors() -> None:
+    # The parametrization above must not go empty by a change of how fields are typed.
+    assert {"lr", "warmup_epochs", "kappa", "weight_decay", "max_minutes"} <= set(_float_settings())
+
+
+@pytest.mark.parametrize("key", ["seed", "split_seed"])
+def test_negative_seeds_are_refused(key: str) -> None:
+    """Issue 21 #6: `--seed -1` failed after training (the embedding plot's seed)."""
+    with pytest.raises(ValueError, match=f"{key} must be 0 or more; got -1"):
+        load_config(None, {key: "-1"})
+    assert getattr(load_config(None, {key: "0"}), key) == 0

@@ -218,3 +218,40 @@ def test_an_image_folder_is_augmented_alike_by_any_number_of_processes(
     halves = [torch.cat(pair) for pair in zip(epoch(2, 0), epoch(2, 1), strict=True)]
     assert all(torch.equal(a, b) for a, b in zip(whole, halves, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(whole, epoch(1, 0, "none"), strict=True))
+
+
+# ---- the device and the memory -------------------------------------------------------------
+
+
+def test_a_device_that_is_not_there_is_refused_in_one_line() -> None:
+    """Issue 21 #6: `--device mps` on a machine without it ended in a traceback."""
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ValueError, match="device 'mps' asked for, but MPS .* is not available"):
+        loop.resolve_device("mps")
+    with pytest.raises(ValueError, match="device 'xpu' asked for, but it is not available") as err:
+        loop.resolve_device("xpu")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+    assert loop.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_the_memory_estimate_counts_layer_outputs_and_names_what_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vmfml.models import create_model
+    from vmfml.train import memory
+
+    def cnn(size: int) -> torch.nn.Module:
+        return create_model("small_cnn", embed_dim=16, depth=1, in_chans=1, input_size=size)
+
+    small = memory.activations_per_image(cnn(28), (1, 28, 28))
+    large = memory.activations_per_image(cnn(56), (1, 56, 56))
+    assert small is not None and large is not None
+    assert small.total > 28 * 28 and large.total == pytest.approx(4 * small.total, rel=0.05)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**30)
+    memory.check_fits(cnn(28), (1, 28, 28), 256, 512, 4, torch.device("cpu"), "small_cnn")
+    with pytest.raises(ValueError, match=r"small_cnn at 2048 px does not fit: .* GiB") as err:
+        memory.check_fits(cnn(2048), (1, 2048, 2048), 256, 512, 4, torch.device("cpu"), "small_cnn")
+    fits = int(str(err.value).split("about --image-size ")[1].split()[0])
+    assert 28 < fits < 2048
+    memory.check_fits(cnn(fits), (1, fits, fits), 256, 512, 4, torch.device("cpu"), "small_cnn")

@@ -13,11 +13,11 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from vmfml.models.embedding import EmbeddingModel
 from vmfml.models.registry import register_model
+from vmfml.safe_load import load_tensors
 
 # Where a checkpoint file may keep its state dict, most specific first.
 _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model_state_dict", "model", "net")
@@ -107,10 +107,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
         obj: Any = load_file(str(path))
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for a damaged/foreign file
-            raise ValueError(f"cannot read weights file {path}: {err}") from err
+        obj = load_tensors(path, "weights file")
     if isinstance(obj, dict):
         for key in _STATE_DICT_KEYS:
             if isinstance(obj.get(key), dict):

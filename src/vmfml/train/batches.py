@@ -44,8 +44,9 @@ def train_batches(
     batches one process would. The last partial batch is dropped.
     """
     n = len(dataset)
-    batch_size = min(batch_size, n)
     world, r = world_size(), rank()
+    # A set smaller than the batch is one batch: of as many images as the processes share equally.
+    batch_size = min(batch_size, n - n % world)
     if batch_size % world:
         raise ValueError(
             f"the batch size {batch_size} must be a multiple of the number of processes ({world})"

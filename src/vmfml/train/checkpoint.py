@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vmfml.files import atomic_write
+from vmfml.safe_load import load_tensors
 
 if TYPE_CHECKING:
     from vmfml.models import EmbeddingModel
@@ -59,15 +60,19 @@ def save_model_checkpoint(
     )
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint, refusing files that are missing, truncated or not vmfml checkpoints."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Read a checkpoint, refusing files that are missing, truncated or not vmfml checkpoints.
+
+    Every command that reads a checkpoint reads it here, as tensors and plain data only
+    (`vmfml.safe_load`): a file whose pickle would run code is refused before any of it runs.
+    `mmap=True` maps the tensors instead of reading them (a cheap look at the small entries).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises several types for a damaged file
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    ckpt = load_tensors(path, "vmfml checkpoint", map_location=map_location, mmap=mmap)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a vmfml checkpoint")
     if ckpt.get("version", 0) > VERSION:

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT_DIR/checkpoint.pt (same settings; --lr and --kappa may change); "
+        help="continue from OUT_DIR/checkpoint.pt (same settings; --lr, --kappa and --max-minutes "
+        "may change); "
         "with --config RUN/config.yaml and no --out-dir, the run in RUN",
     )
     parser.add_argument(
@@ -59,38 +60,40 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from vmfml.train.config import load_config
-    from vmfml.train.loop import CHECKPOINT, TrainingDiverged, train
+    from vmfml.train.loop import TrainingDiverged, check_global_batch, train
     from vmfml.train.open_set import print_open_set_figures
+    from vmfml.train.run_folder import claim, held_by_launcher
 
     if args.nproc < 1:
         raise ValueError(f"--nproc must be 1 or more; got {args.nproc}")
-    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _relaunch_with_torchrun(args)
+    launch = args.nproc > 1 and "LOCAL_RANK" not in os.environ
     if args.resume and args.overwrite:
         raise ValueError(
             "--resume continues the run in OUT_DIR and --overwrite replaces it: give one of them"
         )
     overrides = overrides_from(args)
     if args.resume and args.config is not None and "out_dir" not in overrides:
-        folder = _run_folder_of(args.config)
-        if folder is not None:
+        run_dir = _run_folder_of(args.config)
+        if run_dir is not None:
             # The run of that config.yaml, wherever it was moved: not the out_dir recorded in it.
-            overrides["out_dir"] = str(folder)
-            _say(f"resuming the run in {folder} (the folder of --config {args.config})")
+            overrides["out_dir"] = str(run_dir)
+            _say(f"resuming the run in {run_dir} (the folder of --config {args.config})")
     config = load_config(args.config, overrides)
+    check_global_batch(
+        config.batch_size, args.nproc if launch else int(os.environ.get("WORLD_SIZE", "1"))
+    )
     out = Path(config.out_dir)
-    # Checked before any data is loaded.
-    if args.resume and not (out / CHECKPOINT).is_file():
-        raise FileNotFoundError(
-            f"--resume: no checkpoint at {out / CHECKPOINT}; start the run without --resume"
-        )
-    if not args.resume and not args.overwrite:
-        _refuse_existing_run(out)
-    try:
-        result = train(config, resume=args.resume)
-    except TrainingDiverged as err:
-        print(f"vmfml train: stopped: {err}", file=sys.stderr)
-        return 1
+    owner = os.environ.get("RANK", "0") == "0"
+    # Checked before any data is loaded, with the folder held: no other run can slip in.
+    with claim(out, owner=owner, lock=not held_by_launcher(out)) as folder:
+        _check_run_folder(folder.path, config, resume=args.resume, overwrite=args.overwrite)
+        if launch:
+            return _relaunch_with_torchrun(args, holding=folder.path)
+        try:
+            result = train(config, resume=args.resume, folder=folder)
+        except TrainingDiverged as err:
+            print(f"vmfml train: stopped: {err}", file=sys.stderr)
+            return 1
     if result.metrics:  # only process 0 of a multi-process run has them
         print_summary(result.metrics, Path(config.out_dir))
         print_open_set_figures(result.metrics)
@@ -98,9 +101,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relaunch_with_torchrun(args: argparse.Namespace) -> int:
-    """`vmfml train --nproc N ...` = `torchrun --standalone --nproc-per-node N -m vmfml train ...`."""
+def _check_run_folder(out: Path, config: Any, resume: bool, overwrite: bool) -> None:
+    """What the run may do in `out`: continue its run (--resume), replace it (--overwrite), or
+    start in a folder without a run, where only vmfml's own files may be replaced."""
+    from vmfml.train.loop import CHECKPOINT, check_resumable
+    from vmfml.train.run_folder import RunFolder
+
+    if overwrite:
+        return
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise FileNotFoundError(
+                f"--resume: no checkpoint at {out / CHECKPOINT}; start the run without --resume"
+            )
+        check_resumable(out / CHECKPOINT, config, mmap=True)
+    else:
+        _refuse_existing_run(out)
+    foreign = RunFolder(out).foreign_files()
+    if foreign:
+        what = "--resume would write over them" if resume else "a new run would replace them"
+        raise ValueError(
+            f"{out} holds {', '.join(foreign)}, which vmfml did not write; {what}: move them "
+            "away, pass --overwrite to replace them, or use --out-dir NEW"
+        )
+
+
+def _relaunch_with_torchrun(args: argparse.Namespace, holding: Path) -> int:
+    """`vmfml train --nproc N ...` = `torchrun --standalone --nproc-per-node N -m vmfml train ...`,
+    run while this process holds the run folder (its processes know it by `HELD_ENV`)."""
     import subprocess
+
+    from vmfml.train.run_folder import HELD_ENV, LOCK
 
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in overrides_from(args).items()]
     argv += [f"--config={args.config}"] if args.config else []
@@ -108,7 +139,8 @@ def _relaunch_with_torchrun(args: argparse.Namespace) -> int:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command = [*launcher, "--nproc-per-node", str(args.nproc), "-m", "vmfml", "train", *argv]
     print("running: torchrun --standalone --nproc-per-node", args.nproc, "-m vmfml train", *argv)
-    return subprocess.run(command).returncode
+    env = {**os.environ, HELD_ENV: str((holding / LOCK).resolve())}
+    return subprocess.run(command, env=env).returncode
 
 
 def _say(line: str) -> None:
@@ -129,14 +161,13 @@ def _run_folder_of(config_path: str) -> Path | None:
 
 def _refuse_existing_run(out: Path) -> None:
     """A run already in `out` is never silently replaced."""
-    import torch
-
+    from vmfml.train.checkpoint import load_checkpoint
     from vmfml.train.loop import CHECKPOINT
 
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
         try:  # memory-mapped: only the small entries are read
-            saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+            saved = load_checkpoint(ckpt, mmap=True)
             epoch = int(saved["epoch"])
             epochs = int(saved.get("epochs") or saved["config"]["epochs"])
         except Exception:  # a damaged or foreign file is still not ours to replace

@@ -30,9 +30,9 @@ from vmfml.train.length import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_STEPS
 RUNTIME_KEYS = frozenset(
     {"device", "num_workers", "threads", "progress", "plots", "out_dir", "eval_every", "data_root"}
 )
-# Config keys that change the rest of a run and may still change on resume, to recover from a
-# divergence ("lower --lr or --kappa, then resume").
-RESUME_KEYS = frozenset({"lr", "kappa"})
+# Config keys that change the rest of a run and may still change on resume: to recover from a
+# divergence ("lower --lr or --kappa, then resume"), or to go on after a time cap.
+RESUME_KEYS = frozenset({"lr", "kappa", "max_minutes"})
 
 # Config keys that set an option of the loss (`vmfml.losses.create_loss`), and the option's name.
 LOSS_KEYS = {
@@ -290,6 +290,13 @@ class TrainConfig:
             raise ValueError(
                 f"refresh_period must be 'epoch' or a positive number of iterations; got {self.refresh_period!r}"
             )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number; got {value!r}")
+        for key in ("seed", "split_seed"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ValueError(f"{key} must be 0 or more; got {getattr(self, key)}")
         positive = (
             "epochs",
             "batch_size",

@@ -21,8 +21,10 @@ network it started from (`keep_start`) and warns.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
+import os
 import platform
 import random
 import time
@@ -54,8 +56,8 @@ from vmfml.train.config import RESUME_KEYS, RUNTIME_KEYS, TrainConfig, save_conf
 from vmfml.train.datasets import DataSplit, build_datasets
 from vmfml.train.evaluation import evaluate_model
 from vmfml.train.length import training_epochs
+from vmfml.train.memory import check_fits
 from vmfml.train.open_set import (
-    CLASSIFIER,
     calibration_report,
     calibration_summary,
     embed_unknown,
@@ -63,23 +65,9 @@ from vmfml.train.open_set import (
     open_set_report,
     trained_kappa,
 )
+from vmfml.train.run_folder import BEST, CHECKPOINT, CLASSIFIER, RunFolder, claim
 from vmfml.train.validation import EarlyStopping, validate
 
-CHECKPOINT = "checkpoint.pt"
-# The epoch that validation kept (written whenever the validation score improves).
-BEST = "best.pt"
-# What a run writes into its folder (the plots only with --plots true).
-RUN_FILES = (
-    "config.yaml",
-    CHECKPOINT,
-    BEST,
-    CLASSIFIER,
-    "metrics.json",
-    "history.json",
-    "training_curves.png",
-    "embedding.png",
-    "reliability.png",
-)
 # The largest input small_cnn gets when --image-size is not given.
 SMALL_CNN_DEFAULT_MAX_SIZE = 64
 # Images per forward pass of the full pass and the evaluation (no gradients: larger than training).
@@ -113,7 +101,33 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(
             f"device {name!r} asked for, but CUDA is not available here; use --device cpu"
         )
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps and mps.is_available()):
+        raise ValueError(
+            f"device {name!r} asked for, but MPS (Apple's GPU) is not available here; "
+            "use --device cpu"
+        )
+    try:  # cuda:3 on a machine with one GPU, a device type this torch was not built for, ...
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise ValueError(
+            f"device {name!r} asked for, but it is not available here ({reason[:200]}); "
+            "use --device cpu or auto"
+        ) from None
     return device
+
+
+def check_global_batch(batch_size: int, processes: int) -> None:
+    """--batch-size is the global batch: each of the processes takes an equal share of it.
+    (`vmfml train --nproc N` checks it before launching its processes.)"""
+    if batch_size % processes:
+        lower, higher = batch_size // processes * processes, -(-batch_size // processes) * processes
+        nearest = f"{lower} or {higher}" if lower else f"{higher}"
+        raise ValueError(
+            f"--batch-size {batch_size} is the global batch, shared by {processes} processes: "
+            f"it must be a multiple of {processes} (e.g. {nearest})"
+        )
 
 
 def build_model(config: TrainConfig, data: DataSplit) -> EmbeddingModel:
@@ -248,13 +262,22 @@ class FullPass:
         return self.last[1], self.last[2]
 
 
-def train(config: TrainConfig, resume: bool = False) -> RunResult:
-    """Train as configured; under torchrun, as one of its processes."""
+def train(config: TrainConfig, resume: bool = False, folder: RunFolder | None = None) -> RunResult:
+    """Train as configured; under torchrun, as one of its processes.
+
+    `folder`: the run folder, already claimed by the caller (`vmfml train` claims it before its
+    checks); without it, the run claims its folder here (`vmfml.train.run_folder`).
+    """
+    if folder is None:
+        owner = os.environ.get("RANK", "0") == "0"
+        with claim(Path(config.out_dir), owner=owner) as claimed:
+            return train(config, resume, claimed)
+    folder.started = folder.started or resume  # a resumed run has its checkpoint already
     with distributed.setup(resolve_device(config.device)) as device:
-        return _train(config, resume, device)
+        return _train(config, resume, device, folder)
 
 
-def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult:
+def _train(config: TrainConfig, resume: bool, device: torch.device, folder: RunFolder) -> RunResult:
     out = Path(config.out_dir)
     main = distributed.is_main()
     if config.threads:
@@ -262,15 +285,22 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
     seed_everything(config.seed)
     precision = resolve_precision(config.precision, device)
     world = distributed.world_size()
-    if config.batch_size % world:
-        raise ValueError(
-            f"--batch-size {config.batch_size} is the global batch: it must be a multiple of the "
-            f"number of processes ({world})"
-        )
+    check_global_batch(config.batch_size, world)
 
     data = build_datasets(config)
     _check_eval_ks(config.eval_ks, data)
-    model = build_model(config, data).to(device)
+    model = build_model(config, data)
+    batch = min(config.batch_size, len(data.train))
+    check_fits(
+        model,
+        tuple(model.preprocessing["input_size"]),
+        images_per_step=batch // world,
+        eval_batch=EVAL_BATCH,
+        bytes_per_element={"64": 8, "bf16": 2, "fp16": 2}.get(precision, 4),
+        device=device,
+        what=f"--model {config.model}",
+    )
+    model = model.to(device)
     if config.freeze_bn and config.starts_pretrained:
         model.freeze_batchnorm()  # before the optimizer is built: its parameters stay out
     if device.type == "cuda":
@@ -285,7 +315,6 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         loss.double()
     optimizer = build_optimizer(config, model, loss)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    batch = min(config.batch_size, len(data.train))
     steps_per_epoch = max(1, len(data.train) // batch)
     epochs = training_epochs(config.epochs, steps_per_epoch)
     schedule = build_schedule(optimizer, epochs, config.warmup_epochs, steps_per_epoch)
@@ -305,8 +334,6 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
                 broadcast_buffers=False,
             )
 
-    if main:  # the run starts: only now its folder appears (an early error leaves none)
-        out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     start_epoch, step = 0, 0
     stopper = EarlyStopping(config.patience)
@@ -353,10 +380,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
             print(f"resumed from {ckpt_path} after epoch {start_epoch}")
     else:
         if main:
-            # A new run replaces a previous one whole: none of its files is left to be mixed in.
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-            save_config(config, out / "config.yaml")
+            folder.remove_run_files()
+            folder.write("config.yaml", lambda path: save_config(config, path))
         loss.start(full_pass)
     if main:
         print(_describe_run(config, data, model, device, precision, world, epochs, steps_per_epoch))
@@ -369,7 +394,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         if config.keep_start and stopper.update(before["val_score"], 0):
             best = _in_memory(snapshot(0, None))
             if main:
-                atomic_save(_kept(best), out / BEST)
+                folder.write(BEST, functools.partial(atomic_save, _kept(best)))
 
     started = time.monotonic()
     stop_reason = _stop_reason(stopper, started, config.max_minutes, start_epoch, epochs)
@@ -409,7 +434,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(value).backward()
-            scaler.step(optimizer)
+            _optimizer_step(scaler, optimizer, config.lr, epoch, step, ckpt_path)
             scaler.update()
             schedule.step()
             step += 1
@@ -449,9 +474,9 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
             # Every process keeps the best weights in memory, as every process ends with them.
             best = _in_memory(ckpt)
         if main:
-            atomic_save(ckpt, ckpt_path)
+            folder.write(CHECKPOINT, functools.partial(atomic_save, ckpt))
             if improved:
-                atomic_save(_kept(ckpt), out / BEST)
+                folder.write(BEST, functools.partial(atomic_save, _kept(ckpt)))
             print(f"epoch {epoch}/{epochs}: {_summary(record)}", flush=True)
 
     kept = _keep(model, loss, best, stopper, epoch, stop_reason, data.val is not None)
@@ -491,7 +516,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         )
     if not main:
         return RunResult(metrics={}, history=history, out_dir=out)
-    classifier.save(out / CLASSIFIER)
+    folder.write(CLASSIFIER, classifier.save)
     calibration = None
     if not data.disjoint:
         calibration = calibration_report(classifier, (test_emb, test_labels), trained_kappa(loss))
@@ -511,16 +536,26 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         "precision": precision,
         "torch": torch.__version__,
     }
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
-    write_text_atomic(out / "history.json", json.dumps(history, indent=2))
+    folder.write(
+        "metrics.json", lambda path: write_text_atomic(path, json.dumps(metrics, indent=2))
+    )
+    folder.write(
+        "history.json", lambda path: write_text_atomic(path, json.dumps(history, indent=2))
+    )
     if config.plots:
         from vmfml.train.plots import plot_embedding, plot_history, plot_reliability
 
-        plot_history(history, out / "training_curves.png", kept_epoch=kept["epoch"], before=before)
-        class_names = data.test.class_names
-        plot_embedding(test_emb, test_labels, class_names, out / "embedding.png", seed=config.seed)
+        folder.write(
+            "training_curves.png",
+            lambda path: plot_history(history, path, kept_epoch=kept["epoch"], before=before),
+        )
+        names = data.test.class_names
+        folder.write(
+            "embedding.png",
+            lambda path: plot_embedding(test_emb, test_labels, names, path, seed=config.seed),
+        )
         if calibration is not None:
-            plot_reliability(calibration, out / "reliability.png")
+            folder.write("reliability.png", lambda path: plot_reliability(calibration, path))
     return RunResult(metrics=metrics, history=history, out_dir=out)
 
 
@@ -682,6 +717,28 @@ def _step_stats(loss: MetricLoss, value: Tensor, emb: Tensor, labels: Tensor) ->
     return distributed.all_sum(local)
 
 
+def _optimizer_step(
+    scaler: torch.amp.GradScaler,
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    epoch: int,
+    step: int,
+    ckpt_path: Path,
+) -> None:
+    """One optimizer step; a step too large for the weights' float type (an absurd --lr such as
+    1e300) is a divergence like a NaN loss, not a crash."""
+    try:
+        scaler.step(optimizer)
+    except RuntimeError as err:
+        if "overflow" not in str(err):
+            raise
+        raise TrainingDiverged(
+            f"the optimizer step at epoch {epoch + 1}, iteration {step + 1} overflowed the "
+            f"weights' number type (--lr {lr:g}); the last good checkpoint ({ckpt_path}, epoch "
+            f"{epoch}) is kept. Lower --lr, then resume with --resume (it may change on resume)."
+        ) from err
+
+
 def _end_period(loss: MetricLoss, full_pass: FullPass, step: int) -> float:
     """The loss's end-of-period work; returns its seconds."""
     start = time.perf_counter()
@@ -736,6 +793,28 @@ def _changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     return changed
 
 
+def check_resumable(path: Path, config: TrainConfig, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at `path`, if `config` may continue it; else a ValueError saying why.
+    (`vmfml train --resume` asks before loading any data, with `mmap=True`: a cheap look.)"""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--resume: no checkpoint at {path}; start the run without --resume"
+        )
+    ckpt = load_checkpoint(path, mmap=mmap)
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"--resume: {path} is a vmfml checkpoint but not of a training run")
+    current = config.to_dict()
+    changed = _changed_settings(saved, config)
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise ValueError(
+            f"--resume: the config differs from the checkpoint's ({diffs}); resume with the same "
+            f"settings (only {', '.join(sorted(RESUME_KEYS))} may change)"
+        )
+    return ckpt
+
+
 def _restore(
     path: Path,
     config: TrainConfig,
@@ -745,20 +824,8 @@ def _restore(
     schedule: torch.optim.lr_scheduler.LambdaLR,
 ) -> tuple[int, int, list[dict[str, Any]], dict[str, Any] | None, dict[str, float] | None]:
     """Load a checkpoint into the run: (epoch, step, history, early stopping, validation before training)."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--resume: no checkpoint at {path}; start the run without --resume"
-        )
-    ckpt = load_checkpoint(path)
+    ckpt = check_resumable(path, config)
     saved = ckpt["config"]
-    current = config.to_dict()
-    changed = _changed_settings(saved, config)
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ValueError(
-            f"--resume: the config differs from the checkpoint's ({diffs}); resume with the same "
-            f"settings (only {', '.join(sorted(RESUME_KEYS))} may change)"
-        )
     model.load_state_dict(ckpt["model"]["state_dict"])
     # A fixed kappa is a setting, so the loss keeps the one it was built with (--kappa).
     loss.restore_state(ckpt["loss"]["state_dict"])

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from vmfml.openset.classifier import OpenSetClassifier
 from vmfml.train.batches import embed_dataset
 from vmfml.train.datasets import DataSplit
-
-CLASSIFIER = "classifier.pt"
+from vmfml.train.run_folder import CLASSIFIER
 
 
 def classifier_file(model_path: str | Path) -> Path:
