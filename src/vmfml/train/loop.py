@@ -25,6 +25,7 @@ import json
 import math
 import platform
 import random
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -54,12 +55,14 @@ from vmfml.train.config import RESUME_KEYS, RUNTIME_KEYS, TrainConfig, save_conf
 from vmfml.train.datasets import DataSplit, build_datasets
 from vmfml.train.evaluation import evaluate_model
 from vmfml.train.length import training_epochs
+from vmfml.train.loggers import LOGGER_FILES, RunEnd, RunStart, Subscribers
 from vmfml.train.validation import EarlyStopping, validate
 
 CHECKPOINT = "checkpoint.pt"
 # The epoch that validation kept (written whenever the validation score improves).
 BEST = "best.pt"
-# What a run writes into its folder (the plots only with --plots true).
+# What a run writes into its folder (the plots only with --plots true, the loggers' files only
+# with --log-to).
 RUN_FILES = (
     "config.yaml",
     CHECKPOINT,
@@ -68,6 +71,7 @@ RUN_FILES = (
     "history.json",
     "training_curves.png",
     "embedding.png",
+    *LOGGER_FILES,
 )
 # The largest input small_cnn gets when --image-size is not given.
 SMALL_CNN_DEFAULT_MAX_SIZE = 64
@@ -239,11 +243,18 @@ class FullPass:
 
 def train(config: TrainConfig, resume: bool = False) -> RunResult:
     """Train as configured; under torchrun, as one of its processes."""
-    with distributed.setup(resolve_device(config.device)) as device:
-        return _train(config, resume, device)
+    # The subscribers: history.json, the plots and the loggers of --log-to (process 0 only),
+    # refused before the data loads when they cannot run, told how the run ended when it fails.
+    with (
+        distributed.setup(resolve_device(config.device)) as device,
+        Subscribers(config, distributed.is_main()) as subscribers,
+    ):
+        return _train(config, resume, device, subscribers)
 
 
-def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult:
+def _train(
+    config: TrainConfig, resume: bool, device: torch.device, subscribers: Subscribers
+) -> RunResult:
     out = Path(config.out_dir)
     main = distributed.is_main()
     if config.threads:
@@ -344,9 +355,13 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         if main:
             # A new run replaces a previous one whole: none of its files is left to be mixed in.
             for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
+                if (out / name).is_dir():
+                    shutil.rmtree(out / name)
+                else:
+                    (out / name).unlink(missing_ok=True)
             save_config(config, out / "config.yaml")
         loss.start(full_pass)
+    subscribers.start(RunStart(config, out, list(history), resume))
     if main:
         print(_describe_run(config, data, model, device, precision, world, epochs, steps_per_epoch))
     if not resume and data.val is not None and config.starts_pretrained:
@@ -442,6 +457,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
             if improved:
                 atomic_save(_kept(ckpt), out / BEST)
             print(f"epoch {epoch}/{epochs}: {_summary(record)}", flush=True)
+        subscribers.epoch(record)
 
     kept = _keep(model, loss, best, stopper, epoch, stop_reason, data.val is not None)
     if before is not None:
@@ -485,13 +501,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device) -> RunResult
         "torch": torch.__version__,
     }
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
-    write_text_atomic(out / "history.json", json.dumps(history, indent=2))
-    if config.plots:
-        from vmfml.train.plots import plot_embedding, plot_history
-
-        plot_history(history, out / "training_curves.png", kept_epoch=kept["epoch"], before=before)
-        class_names = data.test.class_names
-        plot_embedding(test_emb, test_labels, class_names, out / "embedding.png", seed=config.seed)
+    tested = (test_emb, test_labels, list(data.test.class_names))
+    subscribers.end(RunEnd(metrics, history, kept["epoch"], before, tested))
     return RunResult(metrics=metrics, history=history, out_dir=out)
 
 
