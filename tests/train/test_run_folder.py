@@ -192,3 +192,28 @@ def test_resume_with_a_runs_config_continues_that_run_where_it_lies(
     # --out-dir on the command line still wins.
     other = run_cli("train", "--resume", "--config", moved / "config.yaml", "--out-dir", first)
     assert other.code == 0 and load_checkpoint(first / "checkpoint.pt")["epoch"] == 2
+
+
+def test_resume_of_a_finished_run_says_it_is_done_and_neither_trains_nor_tests(
+    tmp_path: Path,
+    fashion_sample: object,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli: Callable[..., Any],
+) -> None:
+    out = tmp_path / "run"
+    settings = {**QUICK, "epochs": 1, "out_dir": out}
+    assert run_cli("train", *flags(settings)).code == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data loaded: the run is trained or tested again")
+
+    monkeypatch.setattr(loop, "build_datasets", no_data)
+    again = run_cli("train", "--resume", *flags(settings))
+    assert again.code == 0, again.err
+    assert again.out.strip() == (
+        f"{out} holds a finished run (epoch 1 of 1: all 1 epochs done); nothing to resume. Its "
+        f"test metrics are in {out / 'metrics.json'}, measured on the kept epoch 1. Pass "
+        "--overwrite to train it again, or --out-dir NEW."
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files

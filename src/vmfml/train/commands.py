@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="continue from OUT_DIR/checkpoint.pt (same settings; --lr and --kappa may change); "
-        "with --config RUN/config.yaml and no --out-dir, the run in RUN",
+        "with --config RUN/config.yaml and no --out-dir, the run in RUN; a finished run is "
+        "left as it is",
     )
     parser.add_argument(
         "--overwrite",
@@ -83,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"--resume: no checkpoint at {out / CHECKPOINT}; start the run without --resume"
         )
-    if not args.resume and not args.overwrite:
+    if args.resume:
+        done = _finished_run(out)
+        if done is not None:  # nothing to train or test again
+            _say(done)
+            return 0
+    elif not args.overwrite:
         _refuse_existing_run(out)
     try:
         result = train(config, resume=args.resume)
@@ -125,22 +131,53 @@ def _run_folder_of(config_path: str) -> Path | None:
     return None
 
 
-def _refuse_existing_run(out: Path) -> None:
-    """A run already in `out` is never silently replaced."""
+def _progress(ckpt: Path) -> tuple[int, int, bool] | None:
+    """(epoch, epochs planned, finished) of a checkpoint; None when it cannot be read. A run
+    is finished when it planned no further epoch: all done, an early stop or the time cap."""
     import torch
 
+    try:  # memory-mapped: only the small entries are read
+        saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+        epoch = int(saved["epoch"])
+        epochs = int(saved.get("epochs") or saved["config"]["epochs"])
+    except Exception:
+        return None
+    return epoch, epochs, epoch >= epochs or saved.get("stop_reason") is not None
+
+
+def _finished_run(out: Path) -> str | None:
+    """What to say to `--resume` when the run in `out` is finished and tested (its checkpoint
+    says it stopped, and metrics.json is written); None when there is something to resume."""
+    import json
+
+    from vmfml.train.loop import CHECKPOINT
+
+    progress = _progress(out / CHECKPOINT)
+    if progress is None or not progress[2]:
+        return None
+    try:
+        kept = json.loads((out / "metrics.json").read_text())["kept"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # stopped before its test: --resume evaluates it
+    epoch, epochs, _ = progress
+    return (
+        f"{out} holds a finished run (epoch {epoch} of {epochs}: {kept.get('reason')}); nothing "
+        f"to resume. Its test metrics are in {out / 'metrics.json'}, measured on the kept epoch "
+        f"{kept['epoch']}. Pass --overwrite to train it again, or --out-dir NEW."
+    )
+
+
+def _refuse_existing_run(out: Path) -> None:
+    """A run already in `out` is never silently replaced."""
     from vmfml.train.loop import CHECKPOINT
 
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
-        try:  # memory-mapped: only the small entries are read
-            saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
-            epoch = int(saved["epoch"])
-            epochs = int(saved.get("epochs") or saved["config"]["epochs"])
-        except Exception:  # a damaged or foreign file is still not ours to replace
+        progress = _progress(ckpt)
+        if progress is None:  # a damaged or foreign file is still not ours to replace
             what, finished = CHECKPOINT, False
         else:
-            finished = epoch >= epochs
+            epoch, epochs, finished = progress
             what = f"{CHECKPOINT}, {'finished: ' if finished else ''}epoch {epoch} of {epochs}"
         todo = "" if finished else "--resume to continue it, "
         raise ValueError(
