@@ -56,7 +56,7 @@ from vmfml.train.datasets import DataSplit, build_datasets
 from vmfml.train.evaluation import evaluate_model
 from vmfml.train.length import training_epochs
 from vmfml.train.loggers import LOGGER_FILES, RunEnd, RunStart, Subscribers
-from vmfml.train.validation import EarlyStopping, validate
+from vmfml.train.validation import EarlyStopping, validate, validation_rank
 
 CHECKPOINT = "checkpoint.pt"
 # The epoch that validation kept (written whenever the validation score improves).
@@ -370,7 +370,7 @@ def _train(
         )
         if main:
             print(f"before training: {_summary(before)}", flush=True)
-        if config.keep_start and stopper.update(before["val_score"], 0):
+        if config.keep_start and stopper.update(before, 0):
             best = _in_memory(snapshot(0, None))
             if main:
                 atomic_save(_kept(best), out / BEST)
@@ -444,7 +444,7 @@ def _train(
                     model, loss, data.val, data.disjoint, device, precision, config.num_workers
                 )
             )
-            improved = stopper.update(record["val_score"], epoch)
+            improved = stopper.update(record, epoch)
         history.append(record)
         stop_reason = _stop_reason(stopper, started, config.max_minutes, epoch, epochs)
         ckpt = snapshot(epoch, stop_reason)
@@ -463,7 +463,9 @@ def _train(
     if before is not None:
         trained = _best_trained_epoch(history)
         kept["val_score_before_training"] = before["val_score"]
-        kept["training_helped"] = trained is not None and trained[0] > before["val_score"]
+        kept["training_helped"] = trained is not None and (
+            validation_rank(trained) > validation_rank(before)
+        )
     if main:
         print(kept["report"], flush=True)
         if before is not None and not kept["training_helped"]:
@@ -549,22 +551,21 @@ def _in_memory(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {**ckpt, "model": copy.deepcopy(ckpt["model"]), "loss": copy.deepcopy(ckpt["loss"])}
 
 
-def _best_trained_epoch(history: list[dict[str, Any]]) -> tuple[float, int] | None:
-    """The (score, epoch) of the best validated epoch in `history`, by `EarlyStopping`'s rule
-    (the earliest of a tie) but without the network before training; None when no epoch was
-    validated."""
-    replay = EarlyStopping(patience=0)
+def _best_trained_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the best validated epoch in `history`, by `EarlyStopping`'s rule but
+    without the network before training; None when no epoch was validated."""
+    replay, best = EarlyStopping(patience=0), None
     for record in history:
-        if "val_score" in record:
-            replay.update(record["val_score"], record["epoch"])
-    return (replay.best_score, replay.best_epoch) if replay.best_epoch else None
+        if "val_score" in record and replay.update(record, record["epoch"]):
+            best = record
+    return best
 
 
-def _not_helped(before: float, trained: tuple[float, int] | None, kept_start: bool) -> str:
-    """The warning of a run whose best trained epoch (score, epoch) did not beat the pretrained
+def _not_helped(before: float, trained: dict[str, Any] | None, kept_start: bool) -> str:
+    """The warning of a run whose best trained epoch (its record) did not beat the pretrained
     network's validation score `before`."""
     best = (
-        f"the best trained epoch scored {trained[0]:.4f} (epoch {trained[1]})"
+        f"the best trained epoch scored {trained['val_score']:.4f} (epoch {trained['epoch']})"
         if trained
         else "no trained epoch was validated"
     )
