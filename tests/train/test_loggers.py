@@ -180,3 +180,17 @@ def test_only_process_0_logs_under_torchrun(tmp_path: Path, fashion_sample: obje
     assert_float32_equal(
         tensorboard_scalars(out)["train_loss"], history_values(history, "train_loss")
     )
+
+
+def test_the_summary_names_the_trackers_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vmfml.train.commands import print_summary
+
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "mlflow.db").write_text("")
+    print_summary({"recall@1": 0.5}, tmp_path)
+    assert (
+        f"run folder: {tmp_path} (metrics.json, tensorboard/, mlflow.db)" in capsys.readouterr().out
+    )

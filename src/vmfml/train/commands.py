@@ -205,6 +205,9 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
         )
     names = ("metrics.json", "best.pt", "checkpoint.pt", "training_curves.png", "embedding.png")
     written = ", ".join(name for name in names if (out_dir / name).is_file())
+    for name, what in (("tensorboard", "tensorboard/"), ("mlflow.db", "mlflow.db")):
+        if (out_dir / name).exists():  # --log-to
+            written += f", {what}"
     print(f"\nrun folder: {out_dir} ({written})")
 
 
