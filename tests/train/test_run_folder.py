@@ -446,3 +446,28 @@ def test_nproc_takes_the_folder_before_launching_and_its_processes_run_under_it(
     assert run_cli("train", "--nproc", "2", *flags({**QUICK, "out_dir": out})).code == 0
     assert launched and launched[0][run_folder.HELD_ENV] == str((out / run_folder.LOCK).resolve())
     assert not out.exists()  # nothing was written: the folder made for the lock is gone
+
+
+def test_resume_of_a_finished_run_says_it_is_done_and_neither_trains_nor_tests(
+    tmp_path: Path,
+    fashion_sample: object,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli: Callable[..., Any],
+) -> None:
+    out = tmp_path / "run"
+    settings = {**QUICK, "epochs": 1, "out_dir": out}
+    assert run_cli("train", *flags(settings)).code == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data loaded: the run is trained or tested again")
+
+    monkeypatch.setattr(loop, "build_datasets", no_data)
+    again = run_cli("train", "--resume", *flags(settings))
+    assert again.code == 0, again.err
+    assert again.out.strip() == (
+        f"{out} holds a finished run (epoch 1 of 1: all 1 epochs done); nothing to resume. Its "
+        f"test metrics are in {out / 'metrics.json'}, measured on the kept epoch 1. Pass "
+        "--overwrite to train it again, or --out-dir NEW."
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from train_helpers import QUICK as BASE
@@ -21,6 +20,7 @@ from vmfml.train.checkpoint import load_checkpoint
 from vmfml.train.config import load_config
 from vmfml.train.datasets import build_datasets
 from vmfml.train.length import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_STEPS, training_epochs
+from vmfml.train.validation import EarlyStopping
 
 QUICK = {**BASE, "train_subset": 1200, "eval_ks": (1, 2)}
 
@@ -70,7 +70,9 @@ def test_best_pt_holds_the_epoch_the_report_names(
     result = loop.train(load_config(None, {**QUICK, "epochs": 4, "out_dir": str(out)}))
     kept = result.metrics["kept"]
     scores = [r["val_score"] for r in result.history]
-    assert kept["epoch"] == 1 + int(np.argmax(scores))
+    # The best score, a tie going to the higher MAP@R (then to the earlier epoch).
+    ranks = [(r["val_score"], r["val_map@r"]) for r in result.history]
+    assert kept["epoch"] == 1 + ranks.index(max(ranks))
     assert kept["val_score"] == max(scores)
     best = load_checkpoint(out / "best.pt")
     assert best["epoch"] == kept["epoch"]
@@ -177,6 +179,23 @@ def test_resume_after_a_kill_keeps_the_best_score_and_the_patience(
     assert load_checkpoint(out / "best.pt")["epoch"] == whole.metrics["kept"]["epoch"]
 
 
+def test_a_tie_in_the_validation_score_goes_to_the_higher_map_at_r() -> None:
+    """One image moves a small validation set's score by a step that later epochs often only
+    tie: MAP@R decides between them, and an epoch that ties in both does not count."""
+    stopper = EarlyStopping(patience=2)
+    epochs = [(0.5, 0.30), (0.5, 0.35), (0.5, 0.35), (0.4, 0.90), (0.5, 0.34)]
+    improved = [
+        stopper.update({"val_score": score, "val_map@r": map_r}, epoch)
+        for epoch, (score, map_r) in enumerate(epochs, 1)
+    ]
+    assert improved == [True, True, False, False, False]
+    assert (stopper.best_epoch, stopper.best_score, stopper.best_map) == (2, 0.5, 0.35)
+    assert stopper.stale == 3 and stopper.should_stop
+    resumed = EarlyStopping(patience=2)
+    resumed.load(stopper.state())
+    assert resumed == stopper
+
+
 def test_auto_length_is_a_step_budget_within_bounds() -> None:
     for steps_per_epoch in range(1, 3000):
         epochs = training_epochs(None, steps_per_epoch)
@@ -258,14 +277,20 @@ def fine_tuning(folder: Path, weights: Path, **overrides: Any) -> dict[str, Any]
     }
 
 
+# A validation score, or (score, MAP@R); MAP@R is 0.5 where not given.
+Scripted = float | tuple[float, float]
+
+
 @pytest.mark.parametrize(
     ("scores", "keep_start", "kept_epoch", "warns"),
     [
         ([0.9, 0.5, 0.6], True, 0, True),  # training only harms: the start is kept
         ([0.9, 0.5, 0.6], False, 2, True),  # ... unless --keep-start false
         ([0.5, 0.6, 0.7], True, 2, False),  # training helps: the usual best epoch
-        ([0.6, 0.6, 0.5], True, 0, True),  # a tie does not replace the start
-        ([0.9, 0.5, 0.5], False, 1, True),  # tied trained epochs: the earlier is kept and named
+        ([0.6, 0.6, 0.5], True, 0, True),  # a full tie does not replace the start
+        ([0.9, 0.5, 0.5], False, 1, True),  # fully tied trained epochs: the earlier is kept
+        ([(0.6, 0.3), (0.6, 0.4), 0.5], True, 1, False),  # a tie goes to the higher MAP@R
+        ([0.9, (0.5, 0.3), (0.5, 0.4)], False, 2, True),  # ... among trained epochs too
     ],
 )
 def test_a_pretrained_network_is_validated_before_training_and_kept_when_training_harms(
@@ -273,7 +298,7 @@ def test_a_pretrained_network_is_validated_before_training_and_kept_when_trainin
     ten_class_folder: Path,
     backbone_weights: Path,
     monkeypatch: pytest.MonkeyPatch,
-    scores: list[float],
+    scores: list[Scripted],
     keep_start: bool,
     kept_epoch: int,
     warns: bool,
@@ -282,12 +307,14 @@ def test_a_pretrained_network_is_validated_before_training_and_kept_when_trainin
     before training (epoch 0). The test set is evaluated on the weights of the epoch kept, which
     best.pt holds, and a resume keeps them."""
     states: list[dict[str, torch.Tensor]] = []  # the weights at each validation
-    queue = iter(scores)
+    ranks = [s if isinstance(s, tuple) else (s, 0.5) for s in scores]
+    queue = iter(ranks)
     real = loop.validate
 
     def scripted(model: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[str, float]:
         states.append({k: v.clone() for k, v in model.state_dict().items()})
-        return {**real(model, *args, **kwargs), "val_score": next(queue)}
+        score, map_r = next(queue)
+        return {**real(model, *args, **kwargs), "val_score": score, "val_map@r": map_r}
 
     monkeypatch.setattr(loop, "validate", scripted)
     evaluated = weights_evaluated(monkeypatch)
@@ -303,15 +330,15 @@ def test_a_pretrained_network_is_validated_before_training_and_kept_when_trainin
     assert len(said) == int(warns)
     if warns:
         assert ("network before training is kept" in said[0]) == keep_start
-        best_trained = max(range(1, 3), key=lambda e: (scores[e], -e))
+        best_trained = max(range(1, 3), key=lambda e: (*ranks[e], -e))
         assert f"(epoch {best_trained})" in said[0]
 
     assert len(states) == 3  # before training, then after each of the 2 epochs
     kept = result.metrics["kept"]
     assert kept["epoch"] == kept_epoch
-    assert kept["val_score_before_training"] == scores[0]
+    assert kept["val_score_before_training"] == ranks[0][0]
     assert kept["training_helped"] == (not warns)
-    assert result.metrics["before_training"]["val_score"] == scores[0]
+    assert result.metrics["before_training"]["val_score"] == ranks[0][0]
     assert [r["epoch"] for r in result.history] == [1, 2]  # epoch 0 is not a trained epoch
     for name, value in states[kept_epoch].items():
         assert torch.equal(evaluated[0][name], value), name

@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="continue from OUT_DIR/checkpoint.pt (same settings; --lr, --kappa and --max-minutes "
-        "may change); "
-        "with --config RUN/config.yaml and no --out-dir, the run in RUN",
+        "may change); with --config RUN/config.yaml and no --out-dir, the run in RUN; a finished "
+        "run is left as it is",
     )
     parser.add_argument(
         "--overwrite",
@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     owner = os.environ.get("RANK", "0") == "0"
     # Checked before any data is loaded, with the folder held: no other run can slip in.
     with claim(out, owner=owner, lock=not held_by_launcher(out)) as folder:
+        done = _finished_run(folder.path, config.max_minutes) if args.resume else None
+        if done is not None:  # nothing to train or test again
+            _say(done)
+            return 0
         _check_run_folder(folder.path, config, resume=args.resume, overwrite=args.overwrite)
         if launch:
             return _relaunch_with_torchrun(args, holding=folder.path)
@@ -159,21 +163,58 @@ def _run_folder_of(config_path: str) -> Path | None:
     return None
 
 
+def _progress(ckpt: Path) -> tuple[int, int, bool, dict[str, Any]] | None:
+    """(epoch, epochs planned, finished, the checkpoint) of a checkpoint; None when it cannot be
+    read. A run is finished when it planned no further epoch: all done, an early stop or the
+    time cap."""
+    from vmfml.train.checkpoint import load_checkpoint
+
+    try:  # memory-mapped: only the small entries are read; tensors and plain data only
+        saved = load_checkpoint(ckpt, mmap=True)
+        epoch = int(saved["epoch"])
+        epochs = int(saved.get("epochs") or saved["config"]["epochs"])
+    except Exception:
+        return None
+    return epoch, epochs, epoch >= epochs or saved.get("stop_reason") is not None, saved
+
+
+def _finished_run(out: Path, max_minutes: float | None) -> str | None:
+    """What to say to `--resume` when the run in `out` is finished and tested (its checkpoint
+    says it stopped, and metrics.json is written); None when there is something to resume,
+    as for a run stopped by its time cap resumed under another `max_minutes`."""
+    import json
+
+    from vmfml.train.loop import CHECKPOINT
+
+    progress = _progress(out / CHECKPOINT)
+    if progress is None or not progress[2]:
+        return None
+    epoch, epochs, _, saved = progress
+    capped = str(saved.get("stop_reason") or "").startswith("time cap")
+    if capped and epoch < epochs and max_minutes != (saved.get("config") or {}).get("max_minutes"):
+        return None  # a new cap: the run goes on
+    try:
+        kept = json.loads((out / "metrics.json").read_text())["kept"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # stopped before its test: --resume evaluates it
+    return (
+        f"{out} holds a finished run (epoch {epoch} of {epochs}: {kept.get('reason')}); nothing "
+        f"to resume. Its test metrics are in {out / 'metrics.json'}, measured on the kept epoch "
+        f"{kept['epoch']}. Pass --overwrite to train it again, or --out-dir NEW."
+    )
+
+
 def _refuse_existing_run(out: Path) -> None:
     """A run already in `out` is never silently replaced."""
-    from vmfml.train.checkpoint import load_checkpoint
     from vmfml.train.loop import CHECKPOINT
 
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
-        try:  # memory-mapped: only the small entries are read
-            saved = load_checkpoint(ckpt, mmap=True)
-            epoch = int(saved["epoch"])
-            epochs = int(saved.get("epochs") or saved["config"]["epochs"])
-        except Exception:  # a damaged or foreign file is still not ours to replace
+        progress = _progress(ckpt)
+        if progress is None:  # a damaged or foreign file is still not ours to replace
             what, finished = CHECKPOINT, False
         else:
-            finished = epoch >= epochs
+            epoch, epochs, finished, _ = progress
             what = f"{CHECKPOINT}, {'finished: ' if finished else ''}epoch {epoch} of {epochs}"
         todo = "" if finished else "--resume to continue it, "
         raise ValueError(
@@ -201,6 +242,9 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
         )
     names = ("metrics.json", "best.pt", "checkpoint.pt", "training_curves.png", "embedding.png")
     written = ", ".join(name for name in names if (out_dir / name).is_file())
+    for name, what in (("tensorboard", "tensorboard/"), ("mlflow.db", "mlflow.db")):
+        if (out_dir / name).exists():  # --log-to
+            written += f", {what}"
     print(f"\nrun folder: {out_dir} ({written})")
 
 

@@ -29,6 +29,7 @@ from vmfml.train.length import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_STEPS
 # change them, and the benchmark leaves them out of a run's id.
 RUNTIME_KEYS = frozenset(
     {"device", "num_workers", "threads", "progress", "plots", "out_dir", "eval_every", "data_root"}
+    | {"log_to", "mlflow_uri"}
 )
 # Config keys that change the rest of a run and may still change on resume: to recover from a
 # divergence ("lower --lr or --kappa, then resume"), or to go on after a time cap.
@@ -268,6 +269,21 @@ class TrainConfig:
     )
     plots: bool = field(default=True, metadata={"help": "write training-curve and embedding plots"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    log_to: str | None = field(
+        default=None,
+        metadata={
+            "help": "experiment trackers that get each epoch's record (history.json's), the config "
+            "and, for mlflow, the test metrics and the run's files: tensorboard, mlflow or "
+            "tensorboard,mlflow (pip install 'vmfml[tracking]'); files in the run folder"
+        },
+    )
+    mlflow_uri: str | None = field(
+        default=None,
+        metadata={
+            "help": "MLflow tracking server for --log-to mlflow (default: a store in the run "
+            "folder, OUT_DIR/mlflow.db)"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.loss, self.directions = canonical_loss(self.loss, self.directions)

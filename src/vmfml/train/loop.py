@@ -56,6 +56,7 @@ from vmfml.train.config import RESUME_KEYS, RUNTIME_KEYS, TrainConfig, save_conf
 from vmfml.train.datasets import DataSplit, build_datasets
 from vmfml.train.evaluation import evaluate_model
 from vmfml.train.length import training_epochs
+from vmfml.train.loggers import RunEnd, RunStart, Subscribers
 from vmfml.train.memory import check_fits
 from vmfml.train.open_set import (
     calibration_report,
@@ -66,7 +67,7 @@ from vmfml.train.open_set import (
     trained_kappa,
 )
 from vmfml.train.run_folder import BEST, CHECKPOINT, CLASSIFIER, RunFolder, claim
-from vmfml.train.validation import EarlyStopping, validate
+from vmfml.train.validation import EarlyStopping, validate, validation_rank
 
 # The largest input small_cnn gets when --image-size is not given.
 SMALL_CNN_DEFAULT_MAX_SIZE = 64
@@ -273,11 +274,22 @@ def train(config: TrainConfig, resume: bool = False, folder: RunFolder | None = 
         with claim(Path(config.out_dir), owner=owner) as claimed:
             return train(config, resume, claimed)
     folder.started = folder.started or resume  # a resumed run has its checkpoint already
-    with distributed.setup(resolve_device(config.device)) as device:
-        return _train(config, resume, device, folder)
+    # The subscribers: history.json, the plots and the loggers of --log-to (process 0 only),
+    # refused before the data loads when they cannot run, told how the run ended when it fails.
+    with (
+        distributed.setup(resolve_device(config.device)) as device,
+        Subscribers(config, distributed.is_main()) as subscribers,
+    ):
+        return _train(config, resume, device, folder, subscribers)
 
 
-def _train(config: TrainConfig, resume: bool, device: torch.device, folder: RunFolder) -> RunResult:
+def _train(
+    config: TrainConfig,
+    resume: bool,
+    device: torch.device,
+    folder: RunFolder,
+    subscribers: Subscribers,
+) -> RunResult:
     out = Path(config.out_dir)
     main = distributed.is_main()
     if config.threads:
@@ -383,6 +395,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, folder: RunF
             folder.remove_run_files()
             folder.write("config.yaml", lambda path: save_config(config, path))
         loss.start(full_pass)
+    subscribers.start(RunStart(config, out, list(history), resume, folder))
     if main:
         print(_describe_run(config, data, model, device, precision, world, epochs, steps_per_epoch))
     if not resume and data.val is not None and config.starts_pretrained:
@@ -391,7 +404,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, folder: RunF
         )
         if main:
             print(f"before training: {_summary(before)}", flush=True)
-        if config.keep_start and stopper.update(before["val_score"], 0):
+        if config.keep_start and stopper.update(before, 0):
             best = _in_memory(snapshot(0, None))
             if main:
                 folder.write(BEST, functools.partial(atomic_save, _kept(best)))
@@ -465,7 +478,7 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, folder: RunF
                     model, loss, data.val, data.disjoint, device, precision, config.num_workers
                 )
             )
-            improved = stopper.update(record["val_score"], epoch)
+            improved = stopper.update(record, epoch)
         history.append(record)
         stop_reason = _stop_reason(stopper, started, config.max_minutes, epoch, epochs)
         ckpt = snapshot(epoch, stop_reason)
@@ -478,12 +491,15 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, folder: RunF
             if improved:
                 folder.write(BEST, functools.partial(atomic_save, _kept(ckpt)))
             print(f"epoch {epoch}/{epochs}: {_summary(record)}", flush=True)
+        subscribers.epoch(record)
 
     kept = _keep(model, loss, best, stopper, epoch, stop_reason, data.val is not None)
     if before is not None:
         trained = _best_trained_epoch(history)
         kept["val_score_before_training"] = before["val_score"]
-        kept["training_helped"] = trained is not None and trained[0] > before["val_score"]
+        kept["training_helped"] = trained is not None and (
+            validation_rank(trained) > validation_rank(before)
+        )
     if main:
         print(kept["report"], flush=True)
         if before is not None and not kept["training_helped"]:
@@ -539,23 +555,8 @@ def _train(config: TrainConfig, resume: bool, device: torch.device, folder: RunF
     folder.write(
         "metrics.json", lambda path: write_text_atomic(path, json.dumps(metrics, indent=2))
     )
-    folder.write(
-        "history.json", lambda path: write_text_atomic(path, json.dumps(history, indent=2))
-    )
-    if config.plots:
-        from vmfml.train.plots import plot_embedding, plot_history, plot_reliability
-
-        folder.write(
-            "training_curves.png",
-            lambda path: plot_history(history, path, kept_epoch=kept["epoch"], before=before),
-        )
-        names = data.test.class_names
-        folder.write(
-            "embedding.png",
-            lambda path: plot_embedding(test_emb, test_labels, names, path, seed=config.seed),
-        )
-        if calibration is not None:
-            folder.write("reliability.png", lambda path: plot_reliability(calibration, path))
+    tested = (test_emb, test_labels, list(data.test.class_names))
+    subscribers.end(RunEnd(metrics, history, kept["epoch"], before, tested, calibration))
     return RunResult(metrics=metrics, history=history, out_dir=out)
 
 
@@ -602,22 +603,21 @@ def _in_memory(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {**ckpt, "model": copy.deepcopy(ckpt["model"]), "loss": copy.deepcopy(ckpt["loss"])}
 
 
-def _best_trained_epoch(history: list[dict[str, Any]]) -> tuple[float, int] | None:
-    """The (score, epoch) of the best validated epoch in `history`, by `EarlyStopping`'s rule
-    (the earliest of a tie) but without the network before training; None when no epoch was
-    validated."""
-    replay = EarlyStopping(patience=0)
+def _best_trained_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the best validated epoch in `history`, by `EarlyStopping`'s rule but
+    without the network before training; None when no epoch was validated."""
+    replay, best = EarlyStopping(patience=0), None
     for record in history:
-        if "val_score" in record:
-            replay.update(record["val_score"], record["epoch"])
-    return (replay.best_score, replay.best_epoch) if replay.best_epoch else None
+        if "val_score" in record and replay.update(record, record["epoch"]):
+            best = record
+    return best
 
 
-def _not_helped(before: float, trained: tuple[float, int] | None, kept_start: bool) -> str:
-    """The warning of a run whose best trained epoch (score, epoch) did not beat the pretrained
+def _not_helped(before: float, trained: dict[str, Any] | None, kept_start: bool) -> str:
+    """The warning of a run whose best trained epoch (its record) did not beat the pretrained
     network's validation score `before`."""
     best = (
-        f"the best trained epoch scored {trained[0]:.4f} (epoch {trained[1]})"
+        f"the best trained epoch scored {trained['val_score']:.4f} (epoch {trained['epoch']})"
         if trained
         else "no trained epoch was validated"
     )
@@ -710,7 +710,8 @@ def _step_stats(loss: MetricLoss, value: Tensor, emb: Tensor, labels: Tensor) ->
     all-reduce, so a NaN on any process stops every process at the same step."""
     n = len(labels)
     correct = 0.0
-    if loss.has_classifier:
+    # A diverged step has no logits to count (the loss refuses its rows): its NaN loss stops it.
+    if loss.has_classifier and math.isfinite(value.item()):
         with torch.no_grad():
             correct = float((loss.logits(emb.detach()).argmax(1) == labels).sum())
     local = torch.tensor([value.item() * n, correct, n], dtype=torch.float64)

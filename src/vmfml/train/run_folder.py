@@ -24,6 +24,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ RUN_FILES = (
     "embedding.png",
     "reliability.png",
 )
+# What the trackers of --log-to write (`train.loggers`): removed with the run's files when a new
+# run starts, never checked as the user's own (they change as the tracker writes them).
+TRACKER_FILES = ("tensorboard", "mlflow.db", "mlflow-artifacts", "mlflow_run.json")
 # Set by `vmfml train --nproc N` for the torchrun it starts: the lock file it holds.
 HELD_ENV = "VMFML_RUN_FOLDER_HELD"
 
@@ -86,6 +90,11 @@ class RunFolder:
         """A new run replaces the previous one whole: none of its files is left to be mixed in."""
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
+        for name in TRACKER_FILES:
+            if (self.path / name).is_dir():
+                shutil.rmtree(self.path / name)
+            else:
+                (self.path / name).unlink(missing_ok=True)
         self._forget(RUN_FILES)
 
     def _manifest(self) -> dict[str, Any]:

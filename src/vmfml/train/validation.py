@@ -9,7 +9,7 @@ the others: three held-out classes of three sources are told apart at Recall@1 0
 first epoch, too easy to choose anything by. Every validated epoch logs Recall@1 and
 MAP@R of the validation images among themselves, and the accuracy of the loss's classifier when
 there is one (standard split); the score that picks the epoch is that accuracy when it exists, and
-Recall@1 otherwise.
+Recall@1 otherwise, with ties broken by MAP@R (`validation_rank`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from vmfml.metrics import retrieval_metrics
 from vmfml.models.inference import autocast, model_inputs
 from vmfml.train.batches import embed_dataset, eval_batches
 
-__all__ = ["EarlyStopping", "carve_validation", "validate"]
+__all__ = ["EarlyStopping", "carve_validation", "validate", "validation_rank"]
 
 
 def carve_validation(
@@ -108,9 +108,20 @@ def validate(
     return metrics
 
 
+def validation_rank(metrics: dict[str, float]) -> tuple[float, float]:
+    """What orders validated networks, best last: the score, then MAP@R.
+
+    On a small validation set one image moves the score by 1/len(val) (0.36 points for 280
+    images), so epochs tie often; MAP@R, which every neighbour of every image moves, breaks the
+    tie, where the earliest of the tied epochs used to be kept (BENCHMARKS.md section 6).
+    """
+    return metrics["val_score"], metrics.get("val_map@r", -math.inf)
+
+
 @dataclass
 class EarlyStopping:
-    """The best validation score so far, its epoch, and the epochs since it last improved.
+    """The best validated epoch so far (by `validation_rank`), and the epochs since it last
+    improved. A tie in score and MAP@R alike keeps the earlier epoch.
 
     Part of the checkpoint (`state()`), so a resumed run keeps them.
     """
@@ -119,11 +130,14 @@ class EarlyStopping:
     best_score: float = -math.inf
     best_epoch: int = 0
     stale: int = 0
+    best_map: float = -math.inf  # the MAP@R of the best epoch
 
-    def update(self, score: float, epoch: int) -> bool:
-        """Record an epoch's score; True when it is the best so far (the model to keep)."""
-        if score > self.best_score:
-            self.best_score, self.best_epoch, self.stale = score, epoch, 0
+    def update(self, metrics: dict[str, float], epoch: int) -> bool:
+        """Record an epoch's validation metrics; True when it is the best so far (the model to
+        keep)."""
+        if validation_rank(metrics) > (self.best_score, self.best_map):
+            self.best_score, self.best_map = validation_rank(metrics)
+            self.best_epoch, self.stale = epoch, 0
             return True
         self.stale += 1
         return False
@@ -133,9 +147,15 @@ class EarlyStopping:
         return self.patience > 0 and self.stale >= self.patience
 
     def state(self) -> dict[str, Any]:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "stale": self.stale}
+        return {
+            "best_score": self.best_score,
+            "best_map@r": self.best_map,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+        }
 
     def load(self, state: dict[str, Any]) -> None:
         self.best_score = float(state["best_score"])
+        self.best_map = float(state.get("best_map@r", -math.inf))  # checkpoints before it
         self.best_epoch = int(state["best_epoch"])
         self.stale = int(state["stale"])
