@@ -215,12 +215,12 @@ def test_claims_are_paired_differences_by_seed(records: list[dict[str, Any]]) ->
     claims = text[text.index("## The claims at a glance") : text.index("## Classification")]
     # vmf-global - softmax per seed: 9, 7, 8 points -> 8.0 ± 1.0, ahead on 3 of 3 seeds.
     assert (
-        "| claim 1: vMF (global) vs softmax CE | classification depth=1 | classifier_accuracy | +8.0 ± 1.0 | 3/3 |"
+        "| claim 1: vMF (global) vs softmax CE | classification depth=1 | classifier_accuracy | +8.0 ± 1.0 | 3/3 | beats |"
         in claims
     )
     # accumulate has seeds 0 and 1 only: -1 and -5 points against global.
     diffs = np.array([0.88 - 0.89, 0.86 - 0.91]) * 100
-    expected = f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} | 0/2 |"
+    expected = f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} | 0/2 | level |"  # 2 se = 4
     assert (
         f"| accumulate vs global (no extra pass) | classification depth=1 | classifier_accuracy | {expected}"
         in claims
@@ -234,9 +234,42 @@ def test_claims_are_paired_differences_by_seed(records: list[dict[str, Any]]) ->
     )
     claims = render([*records, softmax])
     assert (
-        "| claim 1: vMF (global) vs softmax CE | retrieval small_cnn | recall@1 | +5.0 | 1/1 |"
+        "| claim 1: vMF (global) vs softmax CE | retrieval small_cnn | recall@1 | +5.0 | 1/1 | level |"
         in claims
     )
+    assert (
+        "| claim 1: vMF (global) vs softmax CE | retrieval small_cnn | map@r | +0.0 | 0/1 | level |"
+        in claims
+    )
+
+
+@pytest.mark.parametrize(
+    ("diffs", "word"),
+    [
+        ([0.02, 0.03, 0.025], "beats"),  # mean 2.5, se 0.29: ahead everywhere, well clear
+        ([-0.02, -0.03, -0.025], "trails"),
+        ([0.008, 0.002, 0.014], "beats"),  # the +0.8 ± 0.6 of 3/3 seeds: se 0.35, 2 se 0.69
+        ([0.001, 0.019, 0.004], "level"),  # mean 0.8, sd 0.96: 3/3 ahead but 2 se = 1.1
+        ([0.02, 0.03, -0.001], "level"),  # behind on one seed
+        ([0.02, 0.03, 0.0], "level"),  # a tie is not ahead
+        ([0.01, 0.01], "beats"),  # no spread: any mean exceeds 2 x 0
+        ([0.05], "level"),  # one seed cannot be judged
+        ([], "level"),
+    ],
+)
+def test_verdict_rule(diffs: list[float], word: str) -> None:
+    from vmfml.bench.stats import verdict
+
+    assert verdict(diffs) == word
+
+
+def test_verdict_sits_at_twice_the_standard_error() -> None:
+    from vmfml.bench.stats import verdict
+
+    # Ahead on every seed, sd 1: 2 se = 2 / sqrt(3) = 1.1547.
+    assert verdict([1.16 - 1, 1.16, 1.16 + 1]) == "beats"
+    assert verdict([1.15 - 1, 1.15, 1.15 + 1]) == "level"
+    assert verdict([-1.16 + 1, -1.16, -1.16 - 1]) == "trails"
 
 
 def validated(

@@ -30,7 +30,17 @@ from vmfml.bench.plots import (
 from vmfml.bench.profiles import ABLATIONS, PROFILES
 from vmfml.bench.runner import read_records
 from vmfml.bench.selection import value_label
-from vmfml.bench.stats import Stat, cell_stat, method_order, metric, setting_order, summarize
+from vmfml.bench.stats import (
+    VERDICT_RULE,
+    Stat,
+    cell_stat,
+    method_order,
+    metric,
+    paired_differences,
+    setting_order,
+    summarize,
+    verdict,
+)
 from vmfml.files import write_text_atomic
 
 REPORT_FILE = "results.md"
@@ -530,8 +540,8 @@ def _machine_text(machine: dict[str, Any]) -> str:
 # The paper's global estimator (started from the untrained network's class means) and the same
 # estimator started from random directions.
 _GLOBALS = {"vmf-global": "global", "vmf-global-random": "global, random start"}
-# The metric each experiment's claims are judged on.
-_CLAIM_METRIC = {"classification": "classifier_accuracy", "retrieval": "recall@1"}
+# The metrics each experiment's claims are judged on.
+_CLAIM_METRICS = {"classification": ("classifier_accuracy",), "retrieval": ("recall@1", "map@r")}
 # (experiment, method A, method B, what "A beats B" tests)
 _CLAIMS = tuple(
     claim
@@ -562,46 +572,44 @@ _CLAIMS = tuple(
 
 def paired_difference(
     a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], key: str
-) -> tuple[Stat, int] | None:
+) -> tuple[Stat, int, str] | None:
     """Mean ± std over seeds of metric(a) - metric(b), paired by seed (the same data split,
-    order and initial weights), and how many seeds have a positive difference."""
-    by_seed = {r["seed"]: v for r in b if (v := metric(r, key)) is not None}
-    diffs = [
-        v - by_seed[r["seed"]]
-        for r in a
-        if (v := metric(r, key)) is not None and r["seed"] in by_seed
-    ]
+    order and initial weights), how many seeds have a positive difference, and the verdict
+    (`vmfml.bench.stats.verdict`: beats, trails or level)."""
+    diffs = paired_differences(a, b, key)
     stat = summarize(diffs)
-    return None if stat is None else (stat, sum(d > 0 for d in diffs))
+    return None if stat is None else (stat, sum(d > 0 for d in diffs), verdict(diffs))
 
 
 def claims_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
-    """The paper's claims at a glance: paired differences A - B in percentage points."""
+    """The paper's claims at a glance: paired differences A - B in percentage points, and the
+    verdict the rule fixed in advance gives."""
     rows = []
     for experiment, a, b, what in _CLAIMS:
-        key = _CLAIM_METRIC[experiment]
-        for setting in _settings_of(cells, experiment):
-            pair = paired_difference(
-                cells.get((experiment, setting, a), []),
-                cells.get((experiment, setting, b), []),
-                key,
-            )
-            if pair is None:
-                continue
-            stat, wins = pair
-            spread = f" ± {100 * stat.std:.1f}" if stat.n > 1 else ""
-            rows.append(
-                f"| {what} | {experiment} {setting} | {key} | {100 * stat.mean:+.1f}{spread} | {wins}/{stat.n} |"
-            )
+        for key in _CLAIM_METRICS[experiment]:
+            for setting in _settings_of(cells, experiment):
+                pair = paired_difference(
+                    cells.get((experiment, setting, a), []),
+                    cells.get((experiment, setting, b), []),
+                    key,
+                )
+                if pair is None:
+                    continue
+                stat, wins, word = pair
+                spread = f" ± {100 * stat.std:.1f}" if stat.n > 1 else ""
+                rows.append(
+                    f"| {what} | {experiment} {setting} | {key} | {100 * stat.mean:+.1f}{spread} | {wins}/{stat.n} | {word} |"
+                )
     if not rows:
         return []
     header = [
         "## The claims at a glance",
         "",
-        "Difference A − B in percentage points, paired by seed (mean ± std), and the seeds where A is ahead.",
+        "Difference A − B in percentage points, paired by seed (mean ± std), the seeds where A is "
+        f"ahead, and the verdict. The rule, fixed before the tables were read: {VERDICT_RULE}.",
         "",
-        "| comparison (A vs B) | table | metric | A − B | seeds A ahead |",
-        "|---|---|---|--:|--:|",
+        "| comparison (A vs B) | table | metric | A − B | seeds A ahead | verdict |",
+        "|---|---|---|--:|--:|---|",
     ]
     return [*header, *rows, ""]
 
