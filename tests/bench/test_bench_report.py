@@ -411,3 +411,28 @@ def test_validation_curves_give_a_method_one_colour_in_every_panel(
             colours.setdefault(line.get_label(), set()).add(line.get_color())
     assert set(colours) == {"softmax", "triplet"}
     assert all(len(c) == 1 for c in colours.values()) and colours["softmax"] != colours["triplet"]
+
+
+def test_rows_from_a_tree_with_uncommitted_changes_are_marked_and_counted(
+    records: list[dict[str, Any]],
+) -> None:
+    clean = render(records)
+    assert "†" not in clean
+    dirty = [
+        {**r, "git_dirty": True} if r["method"] == "softmax" and r["seed"] == 1 else r
+        for r in records
+    ]
+    text = render(dirty)
+    # The softmax row of every classification table, its cost row and the claim rows it enters.
+    assert text.count("| softmax † |") == 4  # three accuracy tables and the cost table
+    assert "| vmf-global |" in text and "| vmf-global † |" not in text
+    assert "| claim 1: vMF (global) vs softmax CE † | classification depth=1 |" in text
+    assert "| accumulate vs global (no extra pass) | classification depth=1 |" in text
+    note = "† Made on a tree with uncommitted changes (`git_dirty`); to be rerun at a clean commit"
+    # The claims table (softmax, global, accumulate runs) and the three classification tables;
+    # the cost table counts the classification runs too.
+    assert text.count(f"{note}: 1 of the 8 runs of this table.") == 5
+    assert "| 16 |" in text  # the ablation rows of clean runs stay unmarked
+    # git_dirty None (a copy outside git, $VMFML_GIT_COMMIT) is not called dirty.
+    unknown = [{**r, "git_dirty": None} for r in records]
+    assert "†" not in render(unknown)

@@ -160,6 +160,33 @@ def shared_settings(records: Sequence[dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
+DIRTY_MARK = "†"
+
+
+def is_dirty(record: dict[str, Any]) -> bool:
+    """Whether a run was made on a source tree with uncommitted changes (its `git_dirty`)."""
+    return record.get("git_dirty") is True
+
+
+def marked(label: str, records: Iterable[dict[str, Any]]) -> str:
+    """A row's label, with DIRTY_MARK when one of its runs comes from a tree with uncommitted
+    changes: its figures cannot be traced to a named commit, and the run is to be redone."""
+    return f"{label} {DIRTY_MARK}" if any(is_dirty(r) for r in records) else label
+
+
+def dirty_note(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The footnote of a table with marked rows (none when every run is from a clean tree)."""
+    runs = {r["run_id"]: r for r in records}
+    dirty = sum(is_dirty(r) for r in runs.values())
+    if not dirty:
+        return []
+    return [
+        f"{DIRTY_MARK} Made on a tree with uncommitted changes (`git_dirty`); to be rerun at a "
+        f"clean commit: {dirty} of the {len(runs)} runs of this table.",
+        "",
+    ]
+
+
 # --- the sections -------------------------------------------------------------------------
 
 _RETRIEVAL_COLUMNS = (
@@ -235,12 +262,16 @@ def classification_section(cells: dict[tuple[str, str, str], list[dict[str, Any]
     for key, title, higher in tables:
         columns = [Column(key, s, higher_is_better=higher) for s in settings]
         rows = [
-            (m, [cell_stat(cells.get(("classification", s, m), []), key) for s in settings])
+            (
+                marked(m, (r for s in settings for r in cells.get(("classification", s, m), []))),
+                [cell_stat(cells.get(("classification", s, m), []), key) for s in settings],
+            )
             for m in methods
         ]
         if all(stat is None for _, stats in rows for stat in stats):
             continue
         out += [f"**{title}.**", "", markdown_table(["method", *settings], rows, columns), ""]
+        out += dirty_note(_records_of(cells, "classification"))
     return out
 
 
@@ -267,7 +298,7 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
         ]
         rows = [
             (
-                m,
+                marked(m, cells.get(("retrieval", backbone, m), [])),
                 [
                     *stats,
                     *(
@@ -286,6 +317,7 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
             "",
             markdown_table(["method", *(c.title for c in shown)], rows, shown),
             "",
+            *dirty_note(records),
         ]
         if validated:
             out += [_rising_note(cells, backbone), ""]
@@ -335,7 +367,10 @@ def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
     methods = _methods_of(cells, "tuning")
     columns = [Column("val_recall@1", s, higher_is_better=None) for s in settings]
     rows = [
-        (m, [cell_stat(cells.get(("tuning", s, m), []), "val_recall@1") for s in settings])
+        (
+            marked(m, (r for s in settings for r in cells.get(("tuning", s, m), []))),
+            [cell_stat(cells.get(("tuning", s, m), []), "val_recall@1") for s in settings],
+        )
         for m in methods
     ]
     means = {
@@ -367,6 +402,7 @@ def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
         "",
         markdown_table(["method", *settings], [*rows, mean_row], columns),
         "",
+        *dirty_note(_records_of(cells, "tuning")),
         *(line + "\n" for line in chosen),
     ]
 
@@ -430,7 +466,8 @@ def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) ->
                     None if c.key in _TEST_KEYS else st
                     for st, c in zip(stats, columns, strict=True)
                 ]
-            rows.append((f"**{value}** (chosen)" if value == chosen else value, stats))
+            label = f"**{value}** (chosen)" if value == chosen else value
+            rows.append((marked(label, merged), stats))
         methods = ", ".join(_methods_of(cells, name))
         how = (
             " Read on validation (the held-out training classes): test figures only for the point chosen."
@@ -444,6 +481,7 @@ def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) ->
             "",
             markdown_table([name, *(c.title for c in columns)], rows, columns),
             "",
+            *dirty_note(records),
         ]
     return out
 
@@ -455,7 +493,7 @@ def cost_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> lis
             records = _records_of(cells, experiment, setting)
             rows = [
                 (
-                    m,
+                    marked(m, cells.get((experiment, setting, m), [])),
                     [
                         cell_stat(cells.get((experiment, setting, m), []), c.key)
                         for c in _COST_COLUMNS
@@ -478,6 +516,7 @@ def cost_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> lis
                 "",
                 markdown_table(["method", *(c.title for c in _COST_COLUMNS)], rows, _COST_COLUMNS),
                 "",
+                *dirty_note(records),
             ]
     extra = global_vs_accumulate(cells)
     if extra:
@@ -585,21 +624,21 @@ def claims_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
     """The paper's claims at a glance: paired differences A - B in percentage points, and the
     verdict the rule fixed in advance gives."""
     rows = []
+    used: list[dict[str, Any]] = []
     for experiment, a, b, what in _CLAIMS:
         for key in _CLAIM_METRICS[experiment]:
             for setting in _settings_of(cells, experiment):
-                pair = paired_difference(
-                    cells.get((experiment, setting, a), []),
-                    cells.get((experiment, setting, b), []),
-                    key,
-                )
+                runs_a = cells.get((experiment, setting, a), [])
+                runs_b = cells.get((experiment, setting, b), [])
+                pair = paired_difference(runs_a, runs_b, key)
                 if pair is None:
                     continue
                 stat, wins, word = pair
                 spread = f" ± {100 * stat.std:.1f}" if stat.n > 1 else ""
                 rows.append(
-                    f"| {what} | {experiment} {setting} | {key} | {100 * stat.mean:+.1f}{spread} | {wins}/{stat.n} | {word} |"
+                    f"| {marked(what, [*runs_a, *runs_b])} | {experiment} {setting} | {key} | {100 * stat.mean:+.1f}{spread} | {wins}/{stat.n} | {word} |"
                 )
+                used += [*runs_a, *runs_b]
     if not rows:
         return []
     header = [
@@ -611,7 +650,7 @@ def claims_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
         "| comparison (A vs B) | table | metric | A − B | seeds A ahead | verdict |",
         "|---|---|---|--:|--:|---|",
     ]
-    return [*header, *rows, ""]
+    return [*header, *rows, "", *dirty_note(used)]
 
 
 def render(records: Sequence[dict[str, Any]]) -> str:
