@@ -436,3 +436,26 @@ def test_rows_from_a_tree_with_uncommitted_changes_are_marked_and_counted(
     # git_dirty None (a copy outside git, $VMFML_GIT_COMMIT) is not called dirty.
     unknown = [{**r, "git_dirty": None} for r in records]
     assert "†" not in render(unknown)
+
+
+def test_the_recall_plot_zooms_to_the_values_it_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Differences of 1-7 points must be visible: the axis holds the values, not 0-100."""
+    from vmfml.bench import plots
+    from vmfml.bench.report import by_cell
+
+    scores = {"softmax": [0.81, 0.82], "vmf-global": [0.86, 0.88], "triplet": [0.85, 0.85]}
+    runs = [
+        record(f"{m}-{seed}", m, seed, [["retrieval", "small_cnn"]], **{"recall@1": v})
+        for m, values in scores.items()
+        for seed, v in enumerate(values)
+    ]
+    figures = []
+    monkeypatch.setattr(plots, "save_figure_atomic", lambda fig, *a, **k: figures.append(fig))
+    plots.plot_recall_at_1(by_cell(runs), tmp_path)
+    low, high = figures[0].axes[0].get_xlim()
+    # softmax 81.5 ± 0.7 is the lowest, vmf-global 87.0 ± 1.4 the highest.
+    assert (low, high) == (80.0, 89.0)
+    assert plots.zoomed_range([]) == (0.0, 100.0)
+    assert plots.zoomed_range([(99.8, 0.5)]) == (98.0, 100.0)  # 98.8 floored; never past 100
