@@ -10,7 +10,10 @@ Tables (markdown, the ones BENCHMARKS.md quotes):
 
 Each cell is `mean ± std` (sample standard deviation over seeds, in percent for rates), with the
 number of seeds when a cell has fewer than the others; the best mean of a column is bold.
-Only runs with status "ok" enter the statistics; failed and diverged runs are counted.
+Only runs with status "ok" enter the statistics; failed and diverged runs are counted. A row
+with a run made on a source tree with uncommitted changes is marked † (counted under its table:
+to be rerun at a clean commit). The claims table pairs methods by seed and prints the verdict of
+the rule fixed in advance (`vmfml.bench.stats.verdict`: beats, trails or level).
 """
 
 from __future__ import annotations
