@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vmfml.bench.profiles import (
     ABLATIONS,
     CLASSIFICATION_METHODS,
+    HASHED_KEYS,
     METHODS,
     PROFILES,
     RETRIEVAL_METHODS,
     Group,
+    _run_id,
+    canonical_settings,
     get_profile,
     parse_experiments,
     plan,
@@ -187,3 +194,73 @@ def test_the_converged_frozen_bn_backbone_differs_from_the_first_only_in_its_bat
         trained_bn.tune_methods,
         trained_bn.top,
     )
+
+
+# The committed records whose stored id their settings still give (measured when HASHED_KEYS
+# was frozen: the converged profile's runs made after keep_start and freeze_bn existed).
+_IDS_HOLDING = 44
+
+
+def _committed_records() -> list[dict[str, Any]]:
+    from vmfml.bench.runner import read_records
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    return [
+        r for path in sorted(results.glob("*/results.jsonl")) for r in read_records(path.parent)
+    ]
+
+
+def test_committed_records_keep_their_ids() -> None:
+    from vmfml.bench.runner import current_id
+
+    records = _committed_records()
+    assert len(records) >= 491
+    holding = [r for r in records if current_id(r) == r["run_id"]]
+    assert len(holding) >= _IDS_HOLDING
+    # The frozen key set is the one those records were hashed with.
+    assert all(set(r["settings"]) == HASHED_KEYS for r in holding)
+    assert set(canonical_settings({})) >= HASHED_KEYS
+
+
+def _add_a_new_config_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TrainConfig gains one more option, `log_to` (default "none"), as a new feature adds one."""
+    from vmfml.train import config as config_module
+
+    @dataclasses.dataclass
+    class WithNewKey(config_module.TrainConfig):
+        log_to: str = "none"
+
+    monkeypatch.setattr(config_module, "TrainConfig", WithNewKey)
+    config_module._field_types.cache_clear()
+    _run_id.cache_clear()
+    assert canonical_settings({})["log_to"] == "none"  # the new key is really there
+
+
+@pytest.fixture(autouse=True)
+def _fresh_id_caches() -> Iterator[None]:
+    from vmfml.train import config as config_module
+
+    yield
+    config_module._field_types.cache_clear()
+    _run_id.cache_clear()
+
+
+def test_a_new_config_key_at_its_default_leaves_every_id_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vmfml.bench.runner import current_id
+
+    specs = [s for name in PROFILES for s in plan(get_profile(name))]
+    records = _committed_records()
+    before = [current_id(r) for r in records]
+    _add_a_new_config_key(monkeypatch)
+    assert [current_id(r) for r in records] == before
+    assert [s.run_id for name in PROFILES for s in plan(get_profile(name))] == [
+        s.run_id for s in specs
+    ]
+    for spec in specs[:10]:
+        assert run_id({**spec.settings, "log_to": "none"}) == spec.run_id  # spelled out
+        assert run_id({**spec.settings, "log_to": "mlflow"}) != spec.run_id
+    # A record made after the key existed stores it; its id is the one made without it.
+    record = {"run_id": specs[0].run_id, "settings": canonical_settings(specs[0].settings)}
+    assert "log_to" in record["settings"] and current_id(record) == specs[0].run_id

@@ -215,12 +215,12 @@ def test_claims_are_paired_differences_by_seed(records: list[dict[str, Any]]) ->
     claims = text[text.index("## The claims at a glance") : text.index("## Classification")]
     # vmf-global - softmax per seed: 9, 7, 8 points -> 8.0 ± 1.0, ahead on 3 of 3 seeds.
     assert (
-        "| claim 1: vMF (global) vs softmax CE | classification depth=1 | classifier_accuracy | +8.0 ± 1.0 | 3/3 |"
+        "| claim 1: vMF (global) vs softmax CE | classification depth=1 | classifier_accuracy | +8.0 ± 1.0 | 3/3 | beats |"
         in claims
     )
     # accumulate has seeds 0 and 1 only: -1 and -5 points against global.
     diffs = np.array([0.88 - 0.89, 0.86 - 0.91]) * 100
-    expected = f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} | 0/2 |"
+    expected = f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} | 0/2 | level |"  # 2 se = 4
     assert (
         f"| accumulate vs global (no extra pass) | classification depth=1 | classifier_accuracy | {expected}"
         in claims
@@ -234,9 +234,42 @@ def test_claims_are_paired_differences_by_seed(records: list[dict[str, Any]]) ->
     )
     claims = render([*records, softmax])
     assert (
-        "| claim 1: vMF (global) vs softmax CE | retrieval small_cnn | recall@1 | +5.0 | 1/1 |"
+        "| claim 1: vMF (global) vs softmax CE | retrieval small_cnn | recall@1 | +5.0 | 1/1 | level |"
         in claims
     )
+    assert (
+        "| claim 1: vMF (global) vs softmax CE | retrieval small_cnn | map@r | +0.0 | 0/1 | level |"
+        in claims
+    )
+
+
+@pytest.mark.parametrize(
+    ("diffs", "word"),
+    [
+        ([0.02, 0.03, 0.025], "beats"),  # mean 2.5, se 0.29: ahead everywhere, well clear
+        ([-0.02, -0.03, -0.025], "trails"),
+        ([0.008, 0.002, 0.014], "beats"),  # the +0.8 ± 0.6 of 3/3 seeds: se 0.35, 2 se 0.69
+        ([0.001, 0.019, 0.004], "level"),  # mean 0.8, sd 0.96: 3/3 ahead but 2 se = 1.1
+        ([0.02, 0.03, -0.001], "level"),  # behind on one seed
+        ([0.02, 0.03, 0.0], "level"),  # a tie is not ahead
+        ([0.01, 0.01], "beats"),  # no spread: any mean exceeds 2 x 0
+        ([0.05], "level"),  # one seed cannot be judged
+        ([], "level"),
+    ],
+)
+def test_verdict_rule(diffs: list[float], word: str) -> None:
+    from vmfml.bench.stats import verdict
+
+    assert verdict(diffs) == word
+
+
+def test_verdict_sits_at_twice_the_standard_error() -> None:
+    from vmfml.bench.stats import verdict
+
+    # Ahead on every seed, sd 1: 2 se = 2 / sqrt(3) = 1.1547.
+    assert verdict([1.16 - 1, 1.16, 1.16 + 1]) == "beats"
+    assert verdict([1.15 - 1, 1.15, 1.15 + 1]) == "level"
+    assert verdict([-1.16 + 1, -1.16, -1.16 - 1]) == "trails"
 
 
 def validated(
@@ -378,3 +411,51 @@ def test_validation_curves_give_a_method_one_colour_in_every_panel(
             colours.setdefault(line.get_label(), set()).add(line.get_color())
     assert set(colours) == {"softmax", "triplet"}
     assert all(len(c) == 1 for c in colours.values()) and colours["softmax"] != colours["triplet"]
+
+
+def test_rows_from_a_tree_with_uncommitted_changes_are_marked_and_counted(
+    records: list[dict[str, Any]],
+) -> None:
+    clean = render(records)
+    assert "†" not in clean
+    dirty = [
+        {**r, "git_dirty": True} if r["method"] == "softmax" and r["seed"] == 1 else r
+        for r in records
+    ]
+    text = render(dirty)
+    # The softmax row of every classification table, its cost row and the claim rows it enters.
+    assert text.count("| softmax † |") == 4  # three accuracy tables and the cost table
+    assert "| vmf-global |" in text and "| vmf-global † |" not in text
+    assert "| claim 1: vMF (global) vs softmax CE † | classification depth=1 |" in text
+    assert "| accumulate vs global (no extra pass) | classification depth=1 |" in text
+    note = "† Made on a tree with uncommitted changes (`git_dirty`); to be rerun at a clean commit"
+    # The claims table (softmax, global, accumulate runs) and the three classification tables;
+    # the cost table counts the classification runs too.
+    assert text.count(f"{note}: 1 of the 8 runs of this table.") == 5
+    assert "| 16 |" in text  # the ablation rows of clean runs stay unmarked
+    # git_dirty None (a copy outside git, $VMFML_GIT_COMMIT) is not called dirty.
+    unknown = [{**r, "git_dirty": None} for r in records]
+    assert "†" not in render(unknown)
+
+
+def test_the_recall_plot_zooms_to_the_values_it_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Differences of 1-7 points must be visible: the axis holds the values, not 0-100."""
+    from vmfml.bench import plots
+    from vmfml.bench.report import by_cell
+
+    scores = {"softmax": [0.81, 0.82], "vmf-global": [0.86, 0.88], "triplet": [0.85, 0.85]}
+    runs = [
+        record(f"{m}-{seed}", m, seed, [["retrieval", "small_cnn"]], **{"recall@1": v})
+        for m, values in scores.items()
+        for seed, v in enumerate(values)
+    ]
+    figures = []
+    monkeypatch.setattr(plots, "save_figure_atomic", lambda fig, *a, **k: figures.append(fig))
+    plots.plot_recall_at_1(by_cell(runs), tmp_path)
+    low, high = figures[0].axes[0].get_xlim()
+    # softmax 81.5 ± 0.7 is the lowest, vmf-global 87.0 ± 1.4 the highest.
+    assert (low, high) == (80.0, 89.0)
+    assert plots.zoomed_range([]) == (0.0, 100.0)
+    assert plots.zoomed_range([(99.8, 0.5)]) == (98.0, 100.0)  # 98.8 floored; never past 100

@@ -257,3 +257,73 @@ def test_pretrained_runs_recorded_before_keep_start_existed_are_the_profiles_run
         old = {k: v for k, v in s.settings.items() if k != "keep_start"}
         assert current_id({"settings": old, "run_id": "0123456789abcdef"}) == s.run_id
     assert pretrained[0].settings["keep_start"] is False
+
+
+def test_the_default_results_folder_is_ignored_by_git() -> None:
+    import argparse
+    import subprocess
+
+    from vmfml.bench.commands import DEFAULT_RESULTS, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).results == DEFAULT_RESULTS == "runs/bench"
+    root = HERE.parents[1]
+    for path in (f"{DEFAULT_RESULTS}/results.jsonl", "bench-results/results.jsonl"):
+        found = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", path], check=False)
+        assert found.returncode == 0, path  # the old default too, for checkouts that have it
+
+
+def test_no_progress_bar_outside_a_terminal_one_line_per_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    specs = [spec("vmf", 0), spec("vmf", 1)]
+    run_benchmark(specs, tmp_path / "a", profile="test", progress=True, train_fn=FAKE)
+    out, err = capsys.readouterr()
+    assert "bench test" not in err and "\r" not in err  # captured stderr is no terminal
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        "[ok] vmf seed 0 (classification depth=1)",
+        "[ok] vmf seed 1 (classification depth=1)",
+    ]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    run_benchmark(specs, tmp_path / "b", profile="test", progress=True, train_fn=FAKE)
+    assert "bench test" in terminal.getvalue()  # in a terminal the bar is drawn
+
+
+@pytest.mark.parametrize("action", [[], ["report"], ["--dry-run"]])
+def test_a_file_given_as_the_results_folder_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]
+) -> None:
+    from vmfml.cli import main
+
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert main(["bench", *action, "--results", str(a_file), "--max-runs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"vmfml bench: error: --results {a_file} is a file, not a folder: give the folder that "
+        "holds (or is to hold) results.jsonl, results.md and the plots"
+    ]
+
+
+@pytest.mark.parametrize("action", [["report"], ["--dry-run"]])
+def test_a_json_array_line_in_a_results_file_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]
+) -> None:
+    from vmfml.cli import main
+
+    results_path(tmp_path).write_text("[1, 2, 3]\n")
+    assert main(["bench", *action, "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"vmfml bench: error: {results_path(tmp_path)}:1 is a JSON list, not a run's record"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -98,3 +99,29 @@ def test_the_plan_adds_efficientnet_runs_once_their_choices_are_made() -> None:
     lines = choices_report(CONVERGED, tuned + small_cnn_table())
     assert lines[0] == "efficientnet_lite0: lr = 0.001 (best mean validation Recall@1 of the panel)"
     assert "= cosface, arcface, normalized_softmax, proxy_anchor, proxy_nca" in lines[1]
+
+
+def test_an_exact_tie_at_the_cut_goes_to_the_method_listed_first_and_is_reported() -> None:
+    exclude = EFFNET.methods or ()
+    others = [m for m in CONVERGED.retrieval_methods if m not in exclude]
+    # The committed case: multi-similarity and CosFace tie for fifth; CosFace is listed later.
+    assert others.index("multi_similarity") < others.index("cosface")
+    leaders = ["normalized_softmax", "proxy_nca", "npair", "proxy_anchor"]
+    score = {m: 0.96 + 0.001 * (4 - i) for i, m in enumerate(leaders)}
+    score |= {"cosface": 0.9589575799322656, "multi_similarity": 0.9589575799322656}
+    table = [
+        done(m, seed, ["retrieval", "small_cnn"], score.get(m, 0.9))
+        for m in CONVERGED.retrieval_methods
+        for seed in range(3)
+    ]
+    assert top_methods(EFFNET, CONVERGED, table, exclude=exclude) == [*leaders, "multi_similarity"]
+    # Listed the other way round, the tie would go to CosFace: the order decides, not the name.
+    swapped = [r for r in table if r["method"] == "cosface"] + table
+    order = [m for m in CONVERGED.retrieval_methods if m != "cosface"]
+    profile = dataclasses.replace(CONVERGED, retrieval_methods=("cosface", *order))
+    assert top_methods(EFFNET, profile, swapped, exclude=exclude)[-1] == "cosface"
+    lines = choices_report(CONVERGED, table)
+    assert any(
+        "an exact tie at the cut between multi_similarity and cosface" in line for line in lines
+    )
+    assert not any("tie" in line for line in choices_report(CONVERGED, small_cnn_table()))

@@ -1,7 +1,7 @@
 """`vmfml bench`: run the loss comparison, or (`vmfml bench report`) re-make its tables and plots.
 
 vmfml bench --profile quick|cpu|full [--experiments classification,retrieval,ablations]
-            [--seeds 3] [--results DIR] [--device auto] [--max-runs N] [--jobs N]
+            [--seeds 3] [--results DIR (default runs/bench)] [--device auto] [--max-runs N] [--jobs N]
             [--time-budget SECONDS]
 vmfml bench report --results DIR
 """
@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 from vmfml.bench.profiles import EXPERIMENTS, PROFILES
+
+# Beside `vmfml train`'s runs/ (ignored by git), not in the repository's root.
+DEFAULT_RESULTS = "runs/bench"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--results",
-        default="bench-results",
-        help="results folder: results.jsonl, results.md, plots (default: bench-results)",
+        default=DEFAULT_RESULTS,
+        help=f"results folder: results.jsonl, results.md, plots (default: {DEFAULT_RESULTS}, "
+        "under the runs folder that git ignores)",
     )
     parser.add_argument(
         "--work-dir", default=None, help="folder of the runs' own files (default: RESULTS/runs)"
@@ -76,7 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="list the runs the plan holds and which are done; train nothing",
     )
     parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (there is none when stderr is not a terminal: one line per run)",
     )
 
 
@@ -106,8 +113,10 @@ def size_warning(profile: str, device: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from vmfml.bench.report import write_report
+    from vmfml.bench.runner import check_results_dir
 
     results = Path(args.results)
+    check_results_dir(results)
     if args.action == "report":
         if not (results / "results.jsonl").is_file():
             raise FileNotFoundError(

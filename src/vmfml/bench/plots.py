@@ -7,6 +7,7 @@ standard deviation over seeds.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,11 @@ def plot_accuracy_vs_depth(cells: Cells, out_dir: Path) -> Path | None:
 
 
 def plot_recall_at_1(cells: Cells, out_dir: Path) -> Path | None:
-    """Recall@1 on the unseen classes per method, one panel per backbone."""
+    """Recall@1 on the unseen classes per method, one panel per backbone.
+
+    Points with error bars on an axis zoomed to the panel's values (bars from 0 would make
+    differences of 1-7 points invisible); the axis's range is printed in its label.
+    """
     backbones = sorted({s for (e, s, _) in cells if e == "retrieval"})
     if not backbones:
         return None
@@ -70,26 +75,38 @@ def plot_recall_at_1(cells: Cells, out_dir: Path) -> Path | None:
         )
         stats = [cell_stat(cells.get(("retrieval", backbone, m), []), "recall@1") for m in methods]
         shown = [(m, s) for m, s in zip(methods, stats, strict=True) if s is not None]
-        ys = range(len(shown))
-        colors = ["tab:blue" if m in VMF_METHODS else "tab:gray" for m, _ in shown]
-        ax.barh(
-            list(ys),
-            [100 * s.mean for _, s in shown],
-            xerr=[100 * s.std for _, s in shown],
-            color=colors,
-            capsize=3,
-        )
-        ax.set_yticks(list(ys), [m for m, _ in shown])
+        ys = list(range(len(shown)))
+        for y, (method, stat) in zip(ys, shown, strict=True):
+            ax.errorbar(
+                100 * stat.mean,
+                y,
+                xerr=100 * stat.std,
+                fmt="o",
+                color="tab:blue" if method in VMF_METHODS else "tab:gray",
+                capsize=3,
+            )
+        low, high = zoomed_range([(100 * s.mean, 100 * s.std) for _, s in shown])
+        ax.set_xlim(low, high)
+        ax.set_yticks(ys, [m for m, _ in shown])
         ax.invert_yaxis()
-        ax.set_xlabel("Recall@1 on unseen classes (%)")
+        ax.set_xlabel(f"Recall@1 on unseen classes (%), axis {low:.0f}-{high:.0f}")
         ax.set_title(backbone)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Retrieval: Recall@1 per method (mean ± std over seeds; vMF in blue)")
+    fig.suptitle("Retrieval: Recall@1 per method (mean ± std over seeds; vMF in blue; zoomed axis)")
     fig.tight_layout()
     path = out_dir / "recall_at_1.png"
     save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
+
+
+def zoomed_range(points: list[tuple[float, float]], margin: float = 0.5) -> tuple[float, float]:
+    """An axis range (whole numbers, within 0-100) that holds every mean ± std with `margin`."""
+    if not points:
+        return 0.0, 100.0
+    low = min(mean - std for mean, std in points) - margin
+    high = max(mean + std for mean, std in points) + margin
+    return max(0.0, float(math.floor(low))), min(100.0, float(math.ceil(high)))
 
 
 def plot_ablations(cells: Cells, out_dir: Path) -> Path | None:

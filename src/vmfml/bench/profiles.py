@@ -25,7 +25,10 @@ accuracies.
 
 Each run is one `TrainConfig`; its id is a hash of its settings (runtime-only keys excluded), so
 an interrupted benchmark resumes where it stopped and a run shared by two experiments (the
-ablation's default kappa is the retrieval run) is trained once.
+ablation's default kappa is the retrieval run) is trained once. The hash covers the config keys
+of `HASHED_KEYS` (those the committed records were made with) and any newer key only where its
+value differs from its default, so that a new option leaves every existing id, and every
+finished run, as it was.
 """
 
 from __future__ import annotations
@@ -193,6 +196,53 @@ class RunSpec:
         self.run_id = run_id(self.settings)
 
 
+# The config keys a run's id hashes whatever their value: every non-runtime key of TrainConfig
+# when the committed records (benchmarks/results) were made. Frozen: a key added to the config
+# since enters the hash only where a run sets it to something other than its default
+# (`hashed_settings`), so new options do not change the ids of the runs already done. Never add
+# to this list (it would change every id); a new key needs nothing here.
+HASHED_KEYS = frozenset(
+    {
+        "augment",
+        "batch_size",
+        "class_kappa",
+        "data",
+        "depth",
+        "directions",
+        "ema_momentum",
+        "embed_dim",
+        "epochs",
+        "eval_ks",
+        "freeze_bn",
+        "global_init",
+        "image_size",
+        "kappa",
+        "keep_start",
+        "learn_kappa",
+        "loss",
+        "lr",
+        "max_minutes",
+        "model",
+        "on_bad_image",
+        "optimizer",
+        "patience",
+        "precision",
+        "pretrained",
+        "refresh_period",
+        "seed",
+        "split",
+        "split_seed",
+        "test_fraction",
+        "train_subset",
+        "val_fraction",
+        "warmup_epochs",
+        "weight_decay",
+        "weights",
+        "width",
+    }
+)
+
+
 def canonical_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The full config of a run (defaults filled in, values parsed), runtime keys left out.
 
@@ -202,16 +252,29 @@ def canonical_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(full.items()) if k not in RUNTIME_KEYS}
 
 
+def hashed_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run's id hashes: its canonical settings, less every key outside `HASHED_KEYS` whose
+    value is the one the key takes when the run does not set it (its default, which may depend
+    on the other settings)."""
+    canonical = canonical_settings(settings)
+    newer = [k for k in canonical if k not in HASHED_KEYS]
+    if not newer:
+        return canonical
+    given = dict(settings)
+    unset = canonical_settings({k: v for k, v in given.items() if k not in newer})
+    return {k: v for k, v in canonical.items() if k in HASHED_KEYS or v != unset.get(k)}
+
+
 def run_id(settings: Mapping[str, Any]) -> str:
-    """A 16-hex-digit hash of a run's canonical settings: equal settings, equal id."""
+    """A 16-hex-digit hash of a run's `hashed_settings`: equal settings, equal id."""
     return _run_id(json.dumps(dict(settings), sort_keys=True, default=list))
 
 
 @functools.lru_cache(maxsize=4096)
 def _run_id(settings_json: str) -> str:
     # Cached: parsing a config is slow next to planning, and plans repeat the same settings.
-    canonical = canonical_settings(json.loads(settings_json))
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    hashed = hashed_settings(json.loads(settings_json))
+    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

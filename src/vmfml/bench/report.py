@@ -10,7 +10,10 @@ Tables (markdown, the ones BENCHMARKS.md quotes):
 
 Each cell is `mean ± std` (sample standard deviation over seeds, in percent for rates), with the
 number of seeds when a cell has fewer than the others; the best mean of a column is bold.
-Only runs with status "ok" enter the statistics; failed and diverged runs are counted.
+Only runs with status "ok" enter the statistics; failed and diverged runs are counted. A row
+with a run made on a source tree with uncommitted changes is marked † (counted under its table:
+to be rerun at a clean commit). The claims table pairs methods by seed and prints the verdict of
+the rule fixed in advance (`vmfml.bench.stats.verdict`: beats, trails or level).
 """
 
 from __future__ import annotations
@@ -30,7 +33,17 @@ from vmfml.bench.plots import (
 from vmfml.bench.profiles import ABLATIONS, PROFILES
 from vmfml.bench.runner import read_records
 from vmfml.bench.selection import value_label
-from vmfml.bench.stats import Stat, cell_stat, method_order, metric, setting_order, summarize
+from vmfml.bench.stats import (
+    VERDICT_RULE,
+    Stat,
+    cell_stat,
+    method_order,
+    metric,
+    paired_differences,
+    setting_order,
+    summarize,
+    verdict,
+)
 from vmfml.files import write_text_atomic
 
 REPORT_FILE = "results.md"
@@ -150,6 +163,33 @@ def shared_settings(records: Sequence[dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
+DIRTY_MARK = "†"
+
+
+def is_dirty(record: dict[str, Any]) -> bool:
+    """Whether a run was made on a source tree with uncommitted changes (its `git_dirty`)."""
+    return record.get("git_dirty") is True
+
+
+def marked(label: str, records: Iterable[dict[str, Any]]) -> str:
+    """A row's label, with DIRTY_MARK when one of its runs comes from a tree with uncommitted
+    changes: its figures cannot be traced to a named commit, and the run is to be redone."""
+    return f"{label} {DIRTY_MARK}" if any(is_dirty(r) for r in records) else label
+
+
+def dirty_note(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The footnote of a table with marked rows (none when every run is from a clean tree)."""
+    runs = {r["run_id"]: r for r in records}
+    dirty = sum(is_dirty(r) for r in runs.values())
+    if not dirty:
+        return []
+    return [
+        f"{DIRTY_MARK} Made on a tree with uncommitted changes (`git_dirty`); to be rerun at a "
+        f"clean commit: {dirty} of the {len(runs)} runs of this table.",
+        "",
+    ]
+
+
 # --- the sections -------------------------------------------------------------------------
 
 _RETRIEVAL_COLUMNS = (
@@ -225,12 +265,16 @@ def classification_section(cells: dict[tuple[str, str, str], list[dict[str, Any]
     for key, title, higher in tables:
         columns = [Column(key, s, higher_is_better=higher) for s in settings]
         rows = [
-            (m, [cell_stat(cells.get(("classification", s, m), []), key) for s in settings])
+            (
+                marked(m, (r for s in settings for r in cells.get(("classification", s, m), []))),
+                [cell_stat(cells.get(("classification", s, m), []), key) for s in settings],
+            )
             for m in methods
         ]
         if all(stat is None for _, stats in rows for stat in stats):
             continue
         out += [f"**{title}.**", "", markdown_table(["method", *settings], rows, columns), ""]
+        out += dirty_note(_records_of(cells, "classification"))
     return out
 
 
@@ -257,7 +301,7 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
         ]
         rows = [
             (
-                m,
+                marked(m, cells.get(("retrieval", backbone, m), [])),
                 [
                     *stats,
                     *(
@@ -276,6 +320,7 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
             "",
             markdown_table(["method", *(c.title for c in shown)], rows, shown),
             "",
+            *dirty_note(records),
         ]
         if validated:
             out += [_rising_note(cells, backbone), ""]
@@ -325,7 +370,10 @@ def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
     methods = _methods_of(cells, "tuning")
     columns = [Column("val_recall@1", s, higher_is_better=None) for s in settings]
     rows = [
-        (m, [cell_stat(cells.get(("tuning", s, m), []), "val_recall@1") for s in settings])
+        (
+            marked(m, (r for s in settings for r in cells.get(("tuning", s, m), []))),
+            [cell_stat(cells.get(("tuning", s, m), []), "val_recall@1") for s in settings],
+        )
         for m in methods
     ]
     means = {
@@ -357,6 +405,7 @@ def tuning_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> l
         "",
         markdown_table(["method", *settings], [*rows, mean_row], columns),
         "",
+        *dirty_note(_records_of(cells, "tuning")),
         *(line + "\n" for line in chosen),
     ]
 
@@ -420,7 +469,8 @@ def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) ->
                     None if c.key in _TEST_KEYS else st
                     for st, c in zip(stats, columns, strict=True)
                 ]
-            rows.append((f"**{value}** (chosen)" if value == chosen else value, stats))
+            label = f"**{value}** (chosen)" if value == chosen else value
+            rows.append((marked(label, merged), stats))
         methods = ", ".join(_methods_of(cells, name))
         how = (
             " Read on validation (the held-out training classes): test figures only for the point chosen."
@@ -434,6 +484,7 @@ def ablation_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) ->
             "",
             markdown_table([name, *(c.title for c in columns)], rows, columns),
             "",
+            *dirty_note(records),
         ]
     return out
 
@@ -445,7 +496,7 @@ def cost_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> lis
             records = _records_of(cells, experiment, setting)
             rows = [
                 (
-                    m,
+                    marked(m, cells.get((experiment, setting, m), [])),
                     [
                         cell_stat(cells.get((experiment, setting, m), []), c.key)
                         for c in _COST_COLUMNS
@@ -468,6 +519,7 @@ def cost_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> lis
                 "",
                 markdown_table(["method", *(c.title for c in _COST_COLUMNS)], rows, _COST_COLUMNS),
                 "",
+                *dirty_note(records),
             ]
     extra = global_vs_accumulate(cells)
     if extra:
@@ -530,8 +582,8 @@ def _machine_text(machine: dict[str, Any]) -> str:
 # The paper's global estimator (started from the untrained network's class means) and the same
 # estimator started from random directions.
 _GLOBALS = {"vmf-global": "global", "vmf-global-random": "global, random start"}
-# The metric each experiment's claims are judged on.
-_CLAIM_METRIC = {"classification": "classifier_accuracy", "retrieval": "recall@1"}
+# The metrics each experiment's claims are judged on.
+_CLAIM_METRICS = {"classification": ("classifier_accuracy",), "retrieval": ("recall@1", "map@r")}
 # (experiment, method A, method B, what "A beats B" tests)
 _CLAIMS = tuple(
     claim
@@ -562,48 +614,46 @@ _CLAIMS = tuple(
 
 def paired_difference(
     a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], key: str
-) -> tuple[Stat, int] | None:
+) -> tuple[Stat, int, str] | None:
     """Mean ± std over seeds of metric(a) - metric(b), paired by seed (the same data split,
-    order and initial weights), and how many seeds have a positive difference."""
-    by_seed = {r["seed"]: v for r in b if (v := metric(r, key)) is not None}
-    diffs = [
-        v - by_seed[r["seed"]]
-        for r in a
-        if (v := metric(r, key)) is not None and r["seed"] in by_seed
-    ]
+    order and initial weights), how many seeds have a positive difference, and the verdict
+    (`vmfml.bench.stats.verdict`: beats, trails or level)."""
+    diffs = paired_differences(a, b, key)
     stat = summarize(diffs)
-    return None if stat is None else (stat, sum(d > 0 for d in diffs))
+    return None if stat is None else (stat, sum(d > 0 for d in diffs), verdict(diffs))
 
 
 def claims_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
-    """The paper's claims at a glance: paired differences A - B in percentage points."""
+    """The paper's claims at a glance: paired differences A - B in percentage points, and the
+    verdict the rule fixed in advance gives."""
     rows = []
+    used: list[dict[str, Any]] = []
     for experiment, a, b, what in _CLAIMS:
-        key = _CLAIM_METRIC[experiment]
-        for setting in _settings_of(cells, experiment):
-            pair = paired_difference(
-                cells.get((experiment, setting, a), []),
-                cells.get((experiment, setting, b), []),
-                key,
-            )
-            if pair is None:
-                continue
-            stat, wins = pair
-            spread = f" ± {100 * stat.std:.1f}" if stat.n > 1 else ""
-            rows.append(
-                f"| {what} | {experiment} {setting} | {key} | {100 * stat.mean:+.1f}{spread} | {wins}/{stat.n} |"
-            )
+        for key in _CLAIM_METRICS[experiment]:
+            for setting in _settings_of(cells, experiment):
+                runs_a = cells.get((experiment, setting, a), [])
+                runs_b = cells.get((experiment, setting, b), [])
+                pair = paired_difference(runs_a, runs_b, key)
+                if pair is None:
+                    continue
+                stat, wins, word = pair
+                spread = f" ± {100 * stat.std:.1f}" if stat.n > 1 else ""
+                rows.append(
+                    f"| {marked(what, [*runs_a, *runs_b])} | {experiment} {setting} | {key} | {100 * stat.mean:+.1f}{spread} | {wins}/{stat.n} | {word} |"
+                )
+                used += [*runs_a, *runs_b]
     if not rows:
         return []
     header = [
         "## The claims at a glance",
         "",
-        "Difference A − B in percentage points, paired by seed (mean ± std), and the seeds where A is ahead.",
+        "Difference A − B in percentage points, paired by seed (mean ± std), the seeds where A is "
+        f"ahead, and the verdict. The rule, fixed before the tables were read: {VERDICT_RULE}.",
         "",
-        "| comparison (A vs B) | table | metric | A − B | seeds A ahead |",
-        "|---|---|---|--:|--:|",
+        "| comparison (A vs B) | table | metric | A − B | seeds A ahead | verdict |",
+        "|---|---|---|--:|--:|---|",
     ]
-    return [*header, *rows, ""]
+    return [*header, *rows, "", *dirty_note(used)]
 
 
 def render(records: Sequence[dict[str, Any]]) -> str:

@@ -64,7 +64,12 @@ def results_path(results_dir: str | Path) -> Path:
 
 
 def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record of `results.jsonl`, in order; a truncated last line (a killed write) is skipped."""
+    """Every record of `results.jsonl`, in order; a truncated last line (a killed write) is skipped.
+
+    Raises ValueError when `results_dir` is a file, or when a line is JSON but not a record (an
+    object): the file is then not a benchmark's results, and nothing in it is to be trusted.
+    """
+    check_results_dir(results_dir)
     path = results_path(results_dir)
     if not path.is_file():
         return []
@@ -73,10 +78,27 @@ def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             print(f"warning: {path}:{number} is not valid JSON; skipped", file=sys.stderr)
+            continue
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{path}:{number} is a JSON {type(record).__name__}, not a run's record (a JSON "
+                "object on each line): is this a vmfml bench results file?"
+            )
+        records.append(record)
     return records
+
+
+def check_results_dir(results_dir: str | Path) -> None:
+    """ValueError unless `results_dir` is a folder or does not exist yet."""
+    path = Path(results_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"--results {path} is a file, not a folder: give the folder that holds (or is to "
+            "hold) results.jsonl, results.md and the plots"
+        )
 
 
 def finished_records(results_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -333,6 +355,7 @@ def run_benchmark(
     start = time.monotonic()
     deadline = None if time_budget is None else start + time_budget
     results_dir = Path(results_dir)
+    check_results_dir(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(work_dir) if work_dir is not None else results_dir / "runs"
     finished = finished_records(results_dir)
@@ -368,11 +391,13 @@ def run_benchmark(
 
     from tqdm.auto import tqdm
 
+    # Outside a terminal (a log file, a pipe, CI) a bar's redraws would interleave with the
+    # per-run lines: there, the one line per finished run is the progress.
     bar = tqdm(
         total=len(todo),
         desc=f"bench {profile}",
         unit="run",
-        disable=not progress,
+        disable=not progress or not _is_terminal(sys.stderr),
         dynamic_ncols=True,
     )
     estimates = _Estimates()
@@ -406,6 +431,11 @@ def run_benchmark(
         bar.close()
         summary.seconds = time.monotonic() - start
     return summary
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def _run_serial(

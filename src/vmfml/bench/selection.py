@@ -8,7 +8,8 @@ validated after every epoch, and records the validation Recall@1 of the epoch it
   whose runs of the tuning panel (one method of each family, seed 0) have the best mean
   validation Recall@1;
 - `top_methods`: the methods added to a backbone's table are the best of another backbone's
-  table by mean validation Recall@1 over seeds.
+  table by mean validation Recall@1 over seeds; an exact tie goes to the method the profile
+  lists first (`choices_report` says when a tie decided the cut).
 
 Both return None until every run they read has finished, so that a benchmark resumed later
 makes the same choice as one run in one go.
@@ -92,7 +93,35 @@ def top_methods(
     if any((m, seed) not in scores for m in methods for seed in range(seeds)):
         return None
     mean = {m: statistics.fmean(scores[(m, s)] for s in range(seeds)) for m in methods}
-    return sorted(methods, key=lambda m: -mean[m])[: backbone.top]
+    return sorted(methods, key=lambda m: _rank(m, mean, methods))[: backbone.top]
+
+
+def _rank(method: str, mean: Mapping[str, float], methods: Sequence[str]) -> tuple[float, int]:
+    """The tie rule of `top_methods`: the better mean first; on an exact tie, the method listed
+    first in the profile's methods (`RETRIEVAL_METHODS` order). Stated in BENCHMARKS.md 5.8: the
+    converged profile's fifth place was such a tie (multi-similarity and CosFace, 95.8958)."""
+    return (-mean[method], list(methods).index(method))
+
+
+def ties_at_cut(
+    backbone: Any,
+    profile: Any,
+    records: Sequence[Mapping[str, Any]],
+    exclude: Sequence[str] = (),
+    seeds: int | None = None,
+) -> list[str]:
+    """The methods whose mean equals that of the last one `top_methods` keeps, when one of them
+    is left out: a choice the tie rule made (empty when there is none)."""
+    top = top_methods(backbone, profile, records, exclude, seeds)
+    if not top:
+        return []
+    source = next(b for b in profile.backbones if b.name == backbone.top_from)
+    seeds = profile.seeds if seeds is None else seeds
+    scores = _scores(records, "retrieval", source.name)
+    methods = [m for m in (source.methods or profile.retrieval_methods) if m not in exclude]
+    mean = {m: statistics.fmean(scores[(m, s)] for s in range(seeds)) for m in methods}
+    tied = [m for m in methods if mean[m] == mean[top[-1]]]
+    return tied if any(m not in top for m in tied) else []
 
 
 def choices_report(profile: Any, records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -111,9 +140,18 @@ def choices_report(profile: Any, records: Sequence[Mapping[str, Any]]) -> list[s
                     f"{backbone.name}: {key} = {tuned[key]} (best mean validation Recall@1 of the panel)"
                 )
         if backbone.top:
-            top = top_methods(backbone, profile, records, exclude=backbone.methods or ())
+            exclude = backbone.methods or ()
+            top = top_methods(backbone, profile, records, exclude=exclude)
+            tied = ties_at_cut(backbone, profile, records, exclude=exclude)
+            tie = (
+                f" (an exact tie at the cut between {' and '.join(tied)}, broken by the order "
+                "the profile lists them in)"
+                if tied
+                else ""
+            )
             lines.append(
                 f"{backbone.name}: the {backbone.top} best other methods of {backbone.top_from} "
                 + ("not chosen yet (waits on that table)" if top is None else f"= {', '.join(top)}")
+                + tie
             )
     return lines

@@ -121,3 +121,41 @@ def setting_order(setting: str) -> tuple[int, float, str]:
 def method_order(method: str) -> tuple[int, str]:
     names = list(METHODS)
     return (names.index(method), method) if method in names else (len(names), method)
+
+
+# The verdict rule, fixed before the tables are read (BENCHMARKS.md, section 5): the only words
+# a comparison of two methods is stated in.
+BEATS, TRAILS, LEVEL = "beats", "trails", "level"
+VERDICT_RULE = (
+    "A beats B when A is ahead on every paired seed and the mean paired difference exceeds twice "
+    "its standard error (sd / sqrt(n)); A trails B when A is behind on every paired seed and the "
+    "mean difference is below minus twice its standard error; level otherwise (one seed alone, "
+    "or a tie on a seed, is level)"
+)
+
+
+def verdict(differences: Sequence[float]) -> str:
+    """The word for A against B from the paired differences A − B (one per seed): `VERDICT_RULE`."""
+    diffs = [float(d) for d in differences if d is not None and math.isfinite(float(d))]
+    if len(diffs) < 2:
+        return LEVEL
+    mean = statistics.fmean(diffs)
+    standard_error = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    if all(d > 0 for d in diffs) and mean > 2 * standard_error:
+        return BEATS
+    if all(d < 0 for d in diffs) and mean < -2 * standard_error:
+        return TRAILS
+    return LEVEL
+
+
+def paired_differences(
+    a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], key: str
+) -> list[float]:
+    """metric(a) − metric(b) for each seed both have (the same data split, order and initial
+    weights), in A's record order."""
+    by_seed = {r["seed"]: v for r in b if (v := metric(r, key)) is not None}
+    return [
+        v - by_seed[r["seed"]]
+        for r in a
+        if (v := metric(r, key)) is not None and r["seed"] in by_seed
+    ]
