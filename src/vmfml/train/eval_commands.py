@@ -11,6 +11,8 @@ from vmfml.files import write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vmfml.metrics.rerank import METHODS
+
     parser.add_argument(
         "--checkpoint", required=True, help="a checkpoint.pt written by vmfml train"
     )
@@ -34,6 +36,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keep-rate", type=float, help="share of known images kept (default: the stored one)"
+    )
+    parser.add_argument(
+        "--rerank",
+        default="none",
+        choices=METHODS,
+        help="also report retrieval with this query-time re-ranking, beside the plain search, "
+        "and the ms per query of each (vmfml.metrics.rerank)",
+    )
+    parser.add_argument(
+        "--rerank-n",
+        type=int,
+        help="neighbours of aqe, alpha-qe, dba (default: chosen on validation)",
+    )
+    parser.add_argument(
+        "--rerank-alpha",
+        type=float,
+        help="weight exponent of alpha-qe, dba (default: chosen on validation)",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", help="write the metrics JSON here (default: print only)")
@@ -90,9 +109,18 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.unknown:
         metrics["open_set"] = _open_set(args, model, config, device, (test_emb, test_labels))
+    if args.rerank != "none":
+        from vmfml.train.reranking import print_rerank, rerank_report
+
+        metrics["rerank"] = rerank_report(
+            args.rerank, args.rerank_n, args.rerank_alpha, model, data, config.eval_ks, device,
+            (test_emb, test_labels), progress=not args.no_progress,
+        )  # fmt: skip
     if args.out:
         write_text_atomic(args.out, json.dumps(metrics, indent=2))
     print_summary(metrics, Path(args.checkpoint).parent)
+    if args.rerank != "none":
+        print_rerank(metrics["rerank"])
     if args.unknown:
         _print_open_set(metrics["open_set"])
     return 0
