@@ -284,3 +284,5 @@ def test_refusals(data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.Monke
     _, ids = knn(x, x, depth - 1, exclude_self=True, backend="torch")
     with pytest.raises(ValueError, match="need 9"):
         ranked_retrieval_metrics(ids, labels, labels, (1,), same_source=True)
+    with pytest.raises(ValueError, match="one list per gallery item: 39 lists, 40 gallery items"):
+        ranked_retrieval_metrics(ids[1:], labels[1:], labels, (1,), same_source=True)

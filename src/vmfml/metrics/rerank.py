@@ -36,8 +36,9 @@ from vmfml.metrics.retrieval import ranked_retrieval_metrics, ranking_depth
 METHODS: tuple[str, ...] = ("none", "aqe", "alpha-qe", "dba", "k-reciprocal")
 
 # k-reciprocal builds neighbour sets of every query and gallery point in Python and a sparse
-# [N, N] weight matrix with up to about k2 * 2 * k1 entries a row: 50,000 points take a few GB and
-# minutes here, so larger sets are refused rather than left to run out of memory.
+# [N, N] weight matrix (a few dozen to a few hundred entries a row at k1 = 20, k2 = 6): 15,234
+# points took 3.4 ms a query and 2.3 GB for the whole `vmfml evaluate` (BENCHMARKS.md 3.1). Past
+# this many points the sets and the Jaccard blocks would grow to many GB, so they are refused.
 MAX_K_RECIPROCAL_POINTS = 50_000
 # Bytes of the [chunk, M] float64 blocks (Jaccard sums, distances) of one chunk of queries.
 _CHUNK_BYTES = 2**27
@@ -175,8 +176,10 @@ def k_reciprocal_rerank(
     - Jaccard distance d_J(p, g) = 1 - sum_j min(V[p, j], V[g, j]) / sum_j max(V[p, j], V[g, j]).
     - Final distance (1 - lam) * d_J + lam * d; ascending is the re-ranked order.
 
-    Memory: neighbour lists and sets `O(N k1)`, a sparse V of at most N * (2 k1 + 1) * k2 entries,
-    and `[chunk, M]` float64 blocks of about 128 MB; at most `MAX_K_RECIPROCAL_POINTS` points.
+    Memory: neighbour lists and sets `O(N k1)`, a sparse V with |R*(p, k1)| entries in row p
+    before the local expansion and at most k2 times as many after it, `[chunk, M]` float64 blocks
+    of about 128 MB, and per chunk one entry for every pair of a nonzero V[p, j] and a gallery item
+    sharing column j; at most `MAX_K_RECIPROCAL_POINTS` points (refused past it).
 
     Args:
         queries: `[Q, D]` unit vectors, or None for the gallery against itself.

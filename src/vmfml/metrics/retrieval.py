@@ -203,6 +203,11 @@ def ranked_retrieval_metrics(
     g_labels = as_labels(gallery_labels, len(gallery_labels), "gallery_labels", "gallery_labels")
     q_labels = as_labels(query_labels, ids.shape[0], "query_labels", "ids")
     ks = check_ks(ks)
+    if same_source and len(q_labels) != len(g_labels):
+        raise ValueError(
+            f"same_source needs one list per gallery item: {len(q_labels)} lists, "
+            f"{len(g_labels)} gallery items"
+        )
     g_codes, q_codes, r, valid = _relevant_counts(g_labels, q_labels, ks, same_source)
     needed = max(ks[-1], int(r[valid].max()))
     if ids.shape[1] < needed:
