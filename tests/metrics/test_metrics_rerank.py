@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -194,6 +195,28 @@ def test_k_reciprocal_equals_set_loops(
         nmi=False,
     )
     assert m != plain  # the re-ranking changed the lists
+
+
+@pytest.mark.parametrize("same_source", [True, False])
+def test_k_reciprocal_chunks_give_the_same_lists(
+    data: tuple[np.ndarray, np.ndarray], same_source: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, _ = data
+    queries, gallery = (None, x) if same_source else (x[:8], x[8:])
+    whole = k_reciprocal_rerank(queries, gallery, 10, k1=6, k2=3)
+    sizes: list[int] = []
+    min_sums = rerank_module._min_sums
+
+    def spy(rows: Any, inverted: Any) -> np.ndarray:
+        sizes.append(rows.shape[0])
+        return min_sums(rows, inverted)
+
+    monkeypatch.setattr(rerank_module, "_min_sums", spy)
+    monkeypatch.setattr(rerank_module, "_CHUNK_BYTES", 15_000)
+    chunked = k_reciprocal_rerank(queries, gallery, 10, k1=6, k2=3)
+    assert len(sizes) > 2 and max(sizes) > 1 and sum(sizes) == len(whole[1])
+    assert torch.equal(whole[1], chunked[1])
+    assert torch.equal(whole[0], chunked[0])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -177,9 +177,10 @@ def k_reciprocal_rerank(
     - Final distance (1 - lam) * d_J + lam * d; ascending is the re-ranked order.
 
     Memory: neighbour lists and sets `O(N k1)`, a sparse V with |R*(p, k1)| entries in row p
-    before the local expansion and at most k2 times as many after it, `[chunk, M]` float64 blocks
-    of about 128 MB, and per chunk one entry for every pair of a nonzero V[p, j] and a gallery item
-    sharing column j; at most `MAX_K_RECIPROCAL_POINTS` points (refused past it).
+    before the local expansion and at most k2 times as many after it, and per chunk of queries
+    `[chunk, M]` float64 blocks plus one entry for every pair of a nonzero V[p, j] and a gallery
+    item sharing column j, together about 128 MB (a single query may exceed it); at most
+    `MAX_K_RECIPROCAL_POINTS` points (refused past it).
 
     Args:
         queries: `[Q, D]` unit vectors, or None for the gallery against itself.
@@ -254,9 +255,15 @@ def k_reciprocal_rerank(
 
     all_scores = torch.empty(num_queries, depth)
     all_ids = torch.empty(num_queries, depth, dtype=torch.long)
-    chunk = max(1, _CHUNK_BYTES // (8 * num_gallery))
-    for start in range(0, num_queries, chunk):
-        stop = min(num_queries, start + chunk)
+    # A chunk holds [c, M] float64 blocks and, in _min_sums, about 32 bytes for each pair of a
+    # nonzero V[p, j] and a gallery item sharing column j: both stay within _CHUNK_BYTES.
+    pairs = v[:num_queries].sign() @ np.diff(inverted.indptr)  # [Q]
+    cost = np.cumsum(8 * num_gallery + 32 * pairs)
+    start = 0
+    while start < num_queries:
+        spent = cost[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(cost, spent + _CHUNK_BYTES, side="right")))
+        stop = min(stop, num_queries)
         shared = _min_sums(v[start:stop], inverted)  # [c, M]
         jaccard = 1.0 - shared / (2.0 - shared)  # rows of V sum to 1: sum max = 2 - sum min
         original = (1.0 - x[start:stop] @ gallery_x.T) / 2.0
@@ -266,6 +273,7 @@ def k_reciprocal_rerank(
         dist, ids = torch.topk(final, depth, dim=1, largest=False)
         all_scores[start:stop] = (1.0 - dist).float()
         all_ids[start:stop] = ids
+        start = stop
     return all_scores, all_ids
 
 
