@@ -36,9 +36,9 @@ from vmfml.metrics.retrieval import ranked_retrieval_metrics, ranking_depth
 METHODS: tuple[str, ...] = ("none", "aqe", "alpha-qe", "dba", "k-reciprocal")
 
 # k-reciprocal builds neighbour sets of every query and gallery point in Python and a sparse
-# [N, N] weight matrix (a few dozen to a few hundred entries a row at k1 = 20, k2 = 6): 15,234
-# points took 3.4 ms a query and 2.3 GB for the whole `vmfml evaluate` (BENCHMARKS.md 3.1). Past
-# this many points the sets and the Jaccard blocks would grow to many GB, so they are refused.
+# [N, N] weight matrix: 15,234 points took 2.4 ms a query and 2.1 GB for the whole `vmfml evaluate`
+# (BENCHMARKS.md 3.1). Past this many points the Python sets and V grow to several GB and the
+# Python loops to minutes, so larger sets are refused.
 MAX_K_RECIPROCAL_POINTS = 50_000
 # Bytes of the [chunk, M] float64 blocks (Jaccard sums, distances) of one chunk of queries.
 _CHUNK_BYTES = 2**27
