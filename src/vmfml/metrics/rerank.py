@@ -37,8 +37,8 @@ METHODS: tuple[str, ...] = ("none", "aqe", "alpha-qe", "dba", "k-reciprocal")
 
 # k-reciprocal builds neighbour sets of every query and gallery point in Python and a sparse
 # [N, N] weight matrix: 15,234 points took 2.4 ms a query and 2.1 GB for the whole `vmfml evaluate`
-# (BENCHMARKS.md 3.1). Past this many points the Python sets and V grow to several GB and the
-# Python loops to minutes, so larger sets are refused.
+# (BENCHMARKS.md 3.1). The sets, V and the Python loops grow with N: the limit, about three times
+# the largest set measured, refuses sets whose cost nobody has seen rather than risk memory.
 MAX_K_RECIPROCAL_POINTS = 50_000
 # Bytes of the [chunk, M] float64 blocks (Jaccard sums, distances) of one chunk of queries.
 _CHUNK_BYTES = 2**27
