@@ -99,29 +99,7 @@ def retrieval_metrics(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
 
-    # Integer codes shared by queries and gallery, then R of every query.
-    codes = np.unique(np.concatenate([gallery_labels, q_labels]), return_inverse=True)[1]
-    g_codes = torch.from_numpy(codes[: len(gallery_labels)].astype(np.int64))
-    q_codes = torch.from_numpy(codes[len(gallery_labels) :].astype(np.int64))
-    num_classes = len(torch.unique(g_codes))
-    if num_classes < 2:
-        raise ValueError(
-            f"retrieval metrics need at least 2 classes in the gallery, got {num_classes}"
-        )
-    class_sizes = torch.bincount(g_codes, minlength=int(codes.max()) + 1)
-    r = class_sizes[q_codes] - int(same_source)
-    available = gallery.shape[0] - int(same_source)
-    if ks[-1] > available:
-        raise ValueError(
-            f"Recall@{ks[-1]} needs {ks[-1]} neighbours but the gallery has only {available} "
-            "candidate(s) per query" + (" (the query itself is excluded)" if same_source else "")
-        )
-    valid = torch.nonzero(r > 0).flatten()
-    if len(valid) == 0:
-        raise ValueError(
-            "no query has another item of its class in the gallery (R = 0 for every query); "
-            "retrieval metrics are undefined"
-        )
+    g_codes, q_codes, r, valid = _relevant_counts(gallery_labels, q_labels, ks, same_source)
     # Shallow queries first: a chunk then searches only as deep as its own largest R.
     order = valid[torch.argsort(r[valid], stable=True)]
 
@@ -178,6 +156,105 @@ def retrieval_metrics(
                 seed=seed,
             )
     return out
+
+
+def ranking_depth(
+    gallery_labels: np.ndarray,
+    query_labels: np.ndarray,
+    ks: Sequence[int],
+    *,
+    same_source: bool,
+) -> int:
+    """How many neighbours each query's list needs for Recall@K and MAP@R: max(K, largest R)."""
+    ks = check_ks(ks)
+    _, _, r, valid = _relevant_counts(gallery_labels, query_labels, ks, same_source)
+    return max(ks[-1], int(r[valid].max()))
+
+
+def ranked_retrieval_metrics(
+    ids: torch.Tensor,
+    query_labels: ArrayLike | Sequence[int],
+    gallery_labels: ArrayLike | Sequence[int],
+    ks: Sequence[int] = (1, 2, 4, 8),
+    *,
+    same_source: bool,
+) -> dict[str, float]:
+    """Recall@K, MAP@R and R-Precision of given ranked lists (re-ranked ones, for instance).
+
+    The definitions and skipped queries are those of `retrieval_metrics`, which this equals on the
+    lists of an exact search.
+
+    Args:
+        ids: `[Q, depth]` gallery indices, best first; with `same_source` the query's own index
+            must already be left out. `depth >= ranking_depth(...)`.
+        query_labels: `[Q]` labels (with `same_source`, the gallery's labels).
+        gallery_labels: `[M]` labels.
+        ks: the K of Recall@K.
+        same_source: query i is gallery item i (R counts the gallery's class minus the query).
+
+    Returns:
+        `{"recall@K": ... for K in ks, "map@r": ..., "r_precision": ...}`.
+    """
+    ids = torch.as_tensor(ids).cpu()
+    if ids.ndim != 2 or ids.dtype != torch.int64:
+        raise ValueError(
+            f"ids must be a [Q, depth] int64 tensor, got {ids.dtype} {tuple(ids.shape)}"
+        )
+    g_labels = as_labels(gallery_labels, len(gallery_labels), "gallery_labels", "gallery_labels")
+    q_labels = as_labels(query_labels, ids.shape[0], "query_labels", "ids")
+    ks = check_ks(ks)
+    if same_source and len(q_labels) != len(g_labels):
+        raise ValueError(
+            f"same_source needs one list per gallery item: {len(q_labels)} lists, "
+            f"{len(g_labels)} gallery items"
+        )
+    g_codes, q_codes, r, valid = _relevant_counts(g_labels, q_labels, ks, same_source)
+    needed = max(ks[-1], int(r[valid].max()))
+    if ids.shape[1] < needed:
+        raise ValueError(
+            f"ids hold {ids.shape[1]} neighbours per query; these labels need {needed}"
+        )
+    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= len(g_labels)):
+        raise ValueError(f"ids must be gallery indices in [0, {len(g_labels)})")
+    relevant = g_codes[ids[valid]] == q_codes[valid][:, None]
+    ap, rp = _average_precision_at_r(relevant, r[valid])
+    out: dict[str, float] = {
+        f"recall@{k}": float(relevant[:, :k].any(dim=1).double().mean()) for k in ks
+    }
+    out["map@r"] = float(ap.mean())
+    out["r_precision"] = float(rp.mean())
+    return out
+
+
+def _relevant_counts(
+    gallery_labels: np.ndarray, query_labels: np.ndarray, ks: tuple[int, ...], same_source: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integer codes shared by gallery `[M]` and queries `[Q]`, R of every query `[Q]` and the
+    queries with R > 0; raises when fewer than 2 gallery classes, too few candidates for the
+    largest K, or no query with R > 0."""
+    codes = np.unique(np.concatenate([gallery_labels, query_labels]), return_inverse=True)[1]
+    g_codes = torch.from_numpy(codes[: len(gallery_labels)].astype(np.int64))
+    q_codes = torch.from_numpy(codes[len(gallery_labels) :].astype(np.int64))
+    num_classes = len(torch.unique(g_codes))
+    if num_classes < 2:
+        raise ValueError(
+            f"retrieval metrics need at least 2 classes in the gallery, got {num_classes}"
+        )
+    class_sizes = torch.bincount(g_codes, minlength=int(codes.max()) + 1)
+    r = class_sizes[q_codes] - int(same_source)
+    available = len(gallery_labels) - int(same_source)
+    if ks[-1] > available:
+        raise ValueError(
+            f"Recall@{ks[-1]} needs {ks[-1]} neighbours but the gallery has only {available} "
+            "candidate(s) per query" + (" (the query itself is excluded)" if same_source else "")
+        )
+    valid = torch.nonzero(r > 0).flatten()
+    if len(valid) == 0:
+        raise ValueError(
+            "no query has another item of its class in the gallery (R = 0 for every query); "
+            "retrieval metrics are undefined"
+        )
+    return g_codes, q_codes, r, valid
 
 
 def _average_precision_at_r(

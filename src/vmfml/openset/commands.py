@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keep-rate",
-        type=_rate,
+        type=keep_rate,
         help="share of known images kept, set on held-out images (default: stored, 0.95)",
     )
     parser.add_argument(
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rate(text: str) -> float:
+def keep_rate(text: str) -> float:
+    """argparse type of --keep-rate: a share in (0, 1]."""
     try:
         value = float(text)
     except ValueError:

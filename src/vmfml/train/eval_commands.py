@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from vmfml.files import write_text_atomic
+from vmfml.openset.commands import keep_rate
+from vmfml.openset.functional import SCORES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vmfml.metrics.rerank import METHODS
+
     parser.add_argument(
         "--checkpoint", required=True, help="a checkpoint.pt written by vmfml train"
     )
@@ -32,16 +36,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "every rejection score against the test images, under 'open_set'",
     )
     parser.add_argument(
-        "--score", help="the rejection score whose threshold decides (default: the stored one)"
+        "--score",
+        choices=SCORES,
+        help="the rejection score whose threshold decides (default: the stored one)",
     )
     parser.add_argument(
-        "--keep-rate", type=float, help="share of known images kept (default: the stored one)"
+        "--keep-rate", type=keep_rate, help="share of known images kept (default: the stored one)"
     )
     parser.add_argument(
         "--reliability",
         metavar="PNG",
         help="also draw the reliability diagram of the vMF posterior, before and after its "
         "concentration is fitted on held-out images (same classes only)",
+    )
+    parser.add_argument(
+        "--rerank",
+        default="none",
+        choices=METHODS,
+        help="also report retrieval with this query-time re-ranking, beside the plain search, "
+        "and the ms per query of each (vmfml.metrics.rerank)",
+    )
+    parser.add_argument(
+        "--rerank-n",
+        type=int,
+        help="neighbours of aqe, alpha-qe, dba (default: chosen on validation)",
+    )
+    parser.add_argument(
+        "--rerank-alpha",
+        type=float,
+        help="weight exponent of alpha-qe, dba (default: chosen on validation)",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", help="write the metrics JSON here (default: print only)")
@@ -135,9 +158,18 @@ def run(args: argparse.Namespace) -> int:
         elif data.unknown is not None:  # --split open-set: its held-out classes
             unknown = embed_unknown(model, data.unknown, device, progress=not args.no_progress)
             metrics["open_set"] = open_set_report(classifier, known, unknown)
+    if args.rerank != "none":
+        from vmfml.train.reranking import print_rerank, rerank_report
+
+        metrics["rerank"] = rerank_report(
+            args.rerank, args.rerank_n, args.rerank_alpha, model, data, config.eval_ks, device,
+            known, progress=not args.no_progress,
+        )  # fmt: skip
     if args.out:
         write_text_atomic(args.out, json.dumps(metrics, indent=2))
     print_summary(metrics, Path(args.checkpoint).parent)
+    if args.rerank != "none":
+        print_rerank(metrics["rerank"])
     print_open_set_figures(metrics)
     return 0
 
