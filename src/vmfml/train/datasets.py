@@ -49,31 +49,22 @@ def data_seed(config: TrainConfig) -> int:
 
 def _local(config: TrainConfig) -> DataSplit:
     is_folder = config.data not in ("fashion-mnist", "animal-mnist", "mnist-digits", "combined-30")
+    options: dict[str, Any] = {
+        "test_fraction": config.test_fraction,
+        "seed": data_seed(config),
+        "root": config.data_root,
+        "on_error": config.on_bad_image,
+        "image_size": config.image_size,
+        # A corrupt file is named before training starts, not in the middle of an epoch.
+        "validate": is_folder,
+        "progress": config.progress,
+    }
     if config.split == "open-set":
         train, test, unknown = load_open_set_splits(
-            config.data,
-            unknown_fraction=config.unknown_fraction,
-            test_fraction=config.test_fraction,
-            seed=data_seed(config),
-            root=config.data_root,
-            on_error=config.on_bad_image,
-            image_size=config.image_size,
-            validate=is_folder,
-            progress=config.progress,
+            config.data, unknown_fraction=config.unknown_fraction, **options
         )
         return DataSplit(train, test, disjoint=False, unknown=unknown)
-    train, test = load_splits(
-        config.data,
-        split=config.split,
-        test_fraction=config.test_fraction,
-        seed=data_seed(config),
-        root=config.data_root,
-        on_error=config.on_bad_image,
-        image_size=config.image_size,
-        # A corrupt file is named before training starts, not in the middle of an epoch.
-        validate=is_folder,
-        progress=config.progress,
-    )
+    train, test = load_splits(config.data, split=config.split, **options)
     return DataSplit(train, test, disjoint=config.split == "class-disjoint")
 
 

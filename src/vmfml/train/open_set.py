@@ -36,19 +36,32 @@ def fit_run_classifier(
     classes) and fit the classifier: mean directions, concentrations, every rejection score's
     held-out values. A class-disjoint run has no held-out images of its training classes, so the
     thresholds then come from the training images themselves (knn skipping each own match)."""
-    preprocessing: dict[str, Any] = dict(model.preprocessing)  # type: ignore[arg-type]
 
     def embed(dataset: Any, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, labels = embed_dataset(
-            model, dataset, preprocessing, device, batch_size, 0, progress, desc, precision
-        )
-        return F.normalize(feats, dim=1), labels.to(torch.int64)
+        return unit_embeddings(model, dataset, device, batch_size, progress, desc, precision)
 
     train = embed(data.train, "embed training images")
     held_out = None
     if data.val is not None and not data.disjoint:
         held_out = embed(data.val, "embed validation images")
     return OpenSetClassifier.fit(list(data.train.class_names), train, held_out)
+
+
+def unit_embeddings(
+    model: torch.nn.Module,
+    dataset: Any,
+    device: torch.device,
+    batch_size: int = 512,
+    progress: bool = True,
+    desc: str = "embed",
+    precision: str = "32",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit embeddings [N, D] of a whole data set and its labels [N] (int64)."""
+    preprocessing: dict[str, Any] = dict(model.preprocessing)  # type: ignore[arg-type]
+    feats, labels = embed_dataset(
+        model, dataset, preprocessing, device, batch_size, 0, progress, desc, precision
+    )
+    return F.normalize(feats, dim=1), labels.to(torch.int64)
 
 
 def embed_unknown(
@@ -60,11 +73,10 @@ def embed_unknown(
     precision: str = "32",
 ) -> torch.Tensor:
     """Unit embeddings [M, D] of the images of classes the model never saw (--split open-set)."""
-    preprocessing: dict[str, Any] = dict(model.preprocessing)  # type: ignore[arg-type]
-    feats, _ = embed_dataset(
-        model, dataset, preprocessing, device, batch_size, 0, progress, "embed unknown", precision
+    emb, _ = unit_embeddings(
+        model, dataset, device, batch_size, progress, "embed unknown", precision
     )
-    return F.normalize(feats, dim=1)
+    return emb
 
 
 def load_or_fit_classifier(
