@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from vmfml.files import write_text_atomic
+from vmfml.train.commands import add_download_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint", required=True, help="a checkpoint.pt written by vmfml train"
+        "--checkpoint",
+        required=True,
+        help="a run folder of vmfml train (its best.pt), or a checkpoint file",
     )
     parser.add_argument(
         "--data", help="evaluate on another data set or folder (default: the training run's)"
@@ -22,15 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-ks", help="K of Recall@K, e.g. 1,2,4,8 (default: the training run's)"
     )
-    parser.add_argument("--device", default="auto")
+    add_download_argument(parser)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--out", help="write the metrics JSON here (default: print only)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     from vmfml.losses import create_loss
-    from vmfml.train.checkpoint import load_embedding_model
-    from vmfml.train.commands import print_summary
+    from vmfml.train.checkpoint import load_embedding_model, model_file
+    from vmfml.train.commands import download_if_asked, print_summary
     from vmfml.train.config import TrainConfig, load_config
     from vmfml.train.datasets import build_datasets
     from vmfml.train.evaluation import evaluate_model
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         saved["data_root"] = None
     config = load_config(None, saved)
+    download_if_asked(args, config.data, config.data_root)
     device = resolve_device(args.device)
     data = build_datasets(config)
     loss = None
@@ -70,5 +74,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.out:
         write_text_atomic(args.out, json.dumps(metrics, indent=2))
-    print_summary(metrics, Path(args.checkpoint).parent)
+    print_summary(metrics, None)
+    # The file the model came from (a run folder means its best.pt), not the folder above it.
+    print(f"\nmodel: {model_file(args.checkpoint)}")
+    if args.out:
+        print(f"metrics written to {args.out}")
     return 0
