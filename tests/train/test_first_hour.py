@@ -209,3 +209,18 @@ def test_a_subset_without_images_of_a_class_names_the_option_to_change(
     ok = load_config(None, {**settings, "train_subset": str(suggested)})
     data = build_datasets(ok)
     assert int(np.min(data.train.class_counts().numpy())) > 0
+
+
+def test_the_kept_epoch_reason_counts_in_the_singular() -> None:
+    import time
+
+    from vmfml.train.loop import _stop_reason
+    from vmfml.train.validation import EarlyStopping
+
+    stopper = EarlyStopping(patience=1)
+    assert _stop_reason(stopper, time.monotonic(), None, 1, 1) == "the only epoch done"
+    assert _stop_reason(stopper, time.monotonic(), None, 3, 3) == "all 3 epochs done"
+    stopper.update(0.5, 1)
+    stopper.update(0.4, 2)
+    reason = _stop_reason(stopper, time.monotonic(), None, 2, 2 + 1)
+    assert reason is not None and "for 1 epoch (--patience 1)" in reason

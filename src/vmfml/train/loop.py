@@ -589,12 +589,12 @@ def _stop_reason(
 ) -> str | None:
     """Why training ends after `epoch` (None: it goes on)."""
     if epoch >= epochs:
-        return f"all {epochs} epochs done"
+        return "the only epoch done" if epochs == 1 else f"all {epochs} epochs done"
     # The first half of the schedule trains at a high learning rate, where validation scores
     # swing from epoch to epoch: stopping is considered only in the second half.
     if stopper.should_stop and 2 * epoch >= epochs:
         return (
-            f"early stop: no better validation score for {stopper.stale} epochs "
+            f"early stop: no better validation score for {plural(stopper.stale, 'epoch')} "
             f"(--patience {stopper.patience})"
         )
     if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
