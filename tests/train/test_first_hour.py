@@ -224,3 +224,11 @@ def test_the_kept_epoch_reason_counts_in_the_singular() -> None:
     stopper.update(0.4, 2)
     reason = _stop_reason(stopper, time.monotonic(), None, 2, 2 + 1)
     assert reason is not None and "for 1 epoch (--patience 1)" in reason
+
+
+def test_after_a_built_in_set_the_placeholders_are_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = next_lines(capsys, tmp_path / "run", "fashion-mnist")
+    assert "--data path/to/gallery" in lines[1] and "path/to/query.jpg" in lines[2]
+    assert lines[-1].startswith("(path/to/gallery: your folder of images")

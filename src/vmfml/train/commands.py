@@ -216,7 +216,7 @@ def print_next_steps(out_dir: Path, data: str) -> None:
         out_dir / ("best.pt" if (out_dir / "best.pt").is_file() else "checkpoint.pt")
     )
     folder = Path(data).expanduser()
-    gallery = quote_path(data) if folder.is_dir() else "path/to/gallery"
+    gallery = quote_path(folder) if folder.is_dir() else "path/to/gallery"
     query_file = _first_image(folder) if folder.is_dir() else None
     query = quote_path(query_file) if query_file is not None else "path/to/query.jpg"
     index = quote_path(out_dir / "index")
@@ -229,6 +229,11 @@ def print_next_steps(out_dir: Path, data: str) -> None:
         f"export   --checkpoint {model} --format onnx --out {quote_path(out_dir / 'model.onnx')}",
     ]
     print("\nnext:\n" + "\n".join(f"  {vmfml} {line}" for line in lines))
+    if not folder.is_dir():  # a built-in data set: no folder of its images to name
+        print(
+            "  (path/to/gallery: your folder of images, one subfolder per class; "
+            "path/to/query.jpg: an image file)"
+        )
 
 
 def _first_image(folder: Path) -> Path | None:
