@@ -81,7 +81,7 @@ def script() -> str:
         for line, language, code, reason in blocks(document):
             if reason is not None or language not in ("bash", "python"):
                 continue
-            parts.append(f"echo '### {document}:{line}' >&2")
+            parts.append(f'echo "### {document}:{line} at $(date +%T)" >&2')
             if language == "bash":
                 parts.append(code)
             else:
@@ -121,7 +121,7 @@ def test_readme_and_tutorial_run_as_written(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=1500,
+        timeout=3600,  # a safety net, far above the time it takes
     )
     minutes = (time.monotonic() - start) / 60
     output = result.stdout + result.stderr
