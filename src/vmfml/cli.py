@@ -35,6 +35,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("vmfml.export.commands", "export the embedding model to ONNX or TorchScript"),
     "bench": ("vmfml.bench.commands", "run the loss comparison benchmark"),
     "serve": ("vmfml.web.commands", "serve a search page and HTTP API over an index"),
+    "info": (
+        "vmfml.info",
+        "versions, devices, faiss, Milvus and data folders (for bug reports)",
+    ),
 }
 
 

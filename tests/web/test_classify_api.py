@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import LOCAL
-
+LOCAL = "http://127.0.0.1"  # the app accepts loopback Host headers only
 # Two of the ten Fashion-MNIST classes stay out of the classifier: its "unknown" ones.
 UNSEEN = ("Sandal", "Bag")
 

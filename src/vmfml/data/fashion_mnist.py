@@ -2,8 +2,9 @@
 
 Looked for, in order, in `root` (or `root/fashion-mnist`), `$VMFML_DATA/fashion-mnist` and
 `/usr/share/datasets/fashion-mnist` (the Debian package `dataset-fashion-mnist`). With
-`download=True` the official files are fetched into the first of those folders when none holds
-them; nothing is ever downloaded otherwise.
+`download=True` (`--download` on the command line) the official files are fetched into the first
+of those folders when none holds them; nothing is ever downloaded otherwise. The files come from
+`URL`, or from `$VMFML_FASHION_MNIST_URL` when set (a mirror), and are checked against `MD5`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ FILES: dict[str, tuple[str, str]] = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+URL_ENV = "VMFML_FASHION_MNIST_URL"  # names a mirror of the files at URL
 # MD5 of the official .gz files (Debian recompressed them, so its .gz files hash differently).
 MD5: dict[str, str] = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -73,8 +75,9 @@ def fashion_mnist(
             raise FileNotFoundError(
                 f"Fashion-MNIST files ({', '.join(FILES[split])}) not found in: {searched}. "
                 "Install them with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
-                "point --data-root (root=) at a folder holding them, or download them with "
-                f"download=True (from {URL})."
+                "point --data-root (root=) at a folder holding them, or download them "
+                f"(from {download_url()}): pass --download to vmfml train or vmfml evaluate, "
+                "download=True in Python."
             )
         folder = download_fashion_mnist(candidates[0])
     images_file, labels_file = (_existing(folder / name) for name in FILES[split])
@@ -124,6 +127,12 @@ def read_image_label_pair(
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
+def download_url() -> str:
+    """Where the files are downloaded from: `$VMFML_FASHION_MNIST_URL`, else `URL`."""
+    base = os.environ.get(URL_ENV) or URL
+    return base if base.endswith("/") else base + "/"
+
+
 def download_fashion_mnist(folder: str | Path, timeout: float = 60.0) -> Path:
     """Download the four official files into `folder`, checking their MD5; returns `folder`.
 
@@ -132,6 +141,7 @@ def download_fashion_mnist(folder: str | Path, timeout: float = 60.0) -> Path:
     """
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
+    base = download_url()
     for split in SPLITS:
         for name in FILES[split]:
             target = folder / name
@@ -142,14 +152,14 @@ def download_fashion_mnist(folder: str | Path, timeout: float = 60.0) -> Path:
                 digest = hashlib.md5()
                 with (
                     os.fdopen(fd, "wb") as out,
-                    urllib.request.urlopen(URL + name, timeout=timeout) as response,
+                    urllib.request.urlopen(base + name, timeout=timeout) as response,
                 ):
                     while chunk := response.read(1 << 20):
                         digest.update(chunk)
                         out.write(chunk)
                 if digest.hexdigest() != MD5[name]:
                     raise ValueError(
-                        f"downloaded {URL + name} has MD5 {digest.hexdigest()}, expected {MD5[name]}"
+                        f"downloaded {base + name} has MD5 {digest.hexdigest()}, expected {MD5[name]}"
                     )
                 os.replace(tmp, target)
             except BaseException:

@@ -16,7 +16,12 @@ from vmfml.data.animal_mnist import animal_mnist
 from vmfml.data.combined import FASHION_SPLITS, combined_30
 from vmfml.data.dataset import ImageDataset
 from vmfml.data.fashion_mnist import SPLITS as FASHION_MNIST_SPLITS
-from vmfml.data.fashion_mnist import fashion_mnist
+from vmfml.data.fashion_mnist import (
+    download_fashion_mnist,
+    fashion_mnist,
+    find_fashion_mnist,
+)
+from vmfml.data.fashion_mnist import search_dirs as fashion_search_dirs
 from vmfml.data.image_folder import image_folder
 from vmfml.data.mnist_digits import mnist_digits
 from vmfml.data.splits import (
@@ -59,6 +64,34 @@ BUILTIN: dict[
     "mnist-digits": (_no_split(mnist_digits, "mnist-digits"), ()),  # 10 classes, 10,000
     "combined-30": (_combined, FASHION_SPLITS),  # 30 classes; the split picks Fashion's part
 }
+
+
+# The built-in sets whose files (all of them, or a part) can be downloaded: `download_dataset`.
+DOWNLOADABLE = ("fashion-mnist", "combined-30")
+
+
+def download_dataset(spec: str | Path, root: str | Path | None = None) -> Path | None:
+    """Fetch the files of built-in data set `spec` that are missing (`--download`): the folder
+    written, or None when they were all found already. A set without a downloader, or a folder,
+    is refused with what to do instead.
+
+    Fashion-MNIST (also the Fashion part of combined-30) downloads from its official site (or
+    `$VMFML_FASHION_MNIST_URL`) into `root`, else `$VMFML_DATA/fashion-mnist`.
+    """
+    name = str(spec)
+    if name in DOWNLOADABLE:
+        if find_fashion_mnist(root) is not None:
+            return None
+        return download_fashion_mnist(fashion_search_dirs(root)[0])
+    if name in BUILTIN:
+        raise ValueError(
+            f"--download: {name} has no downloader (it ships in a package: bash scripts/setup.sh "
+            f"installs it); the sets that download are {', '.join(DOWNLOADABLE)}"
+        )
+    raise ValueError(
+        f"--download fetches a built-in data set ({', '.join(DOWNLOADABLE)}); "
+        f"{name} is not one: leave --download out"
+    )
 
 
 def list_datasets() -> list[str]:

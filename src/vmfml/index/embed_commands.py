@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vmfml.index.cli_common import add_model_run_arguments, add_on_error_argument
+from vmfml.text import plural
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if out is None:  # a torchrun process other than 0: process 0 wrote the file
         return 0
     print(
-        f"wrote {len(dataset)} embeddings (D={model.embed_dim}, {len(dataset.class_names)} classes) "
-        f"to {out}",
+        f"wrote {plural(len(dataset), 'embedding')} (D={model.embed_dim}, "
+        f"{plural(len(dataset.class_names), 'class', 'classes')}) to {out}",
         file=sys.stderr,
     )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace the run already in OUT_DIR (without it, an existing run is refused)",
     )
+    add_download_argument(parser)
     parser.add_argument(
         "--nproc",
         type=int,
@@ -40,14 +42,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default = f.metadata.get("default_text", f.default if f.default is not None else "none")
         if isinstance(default, tuple):
             default = ",".join(str(k) for k in default)
+        text = f.metadata.get("help", "")
+        # A help text that states its default already (in words) is not given a second one.
+        if "(default" not in text:
+            text = f"{text} (default: {default})"
         # default=None marks "not given" so YAML values are not overwritten by defaults.
-        group.add_argument(
-            flag,
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper(),
-            help=f"{f.metadata.get('help', '')} (default: {default})",
-        )
+        group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=text)
+
+
+def add_download_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="first download the files of a built-in data set that are missing (fashion-mnist, "
+        "and the Fashion part of combined-30) into --data-root, else $VMFML_DATA",
+    )
+
+
+def download_if_asked(args: argparse.Namespace, data: str, data_root: str | None) -> None:
+    """`--download`: fetch the missing files of `data` before anything else reads them."""
+    if not getattr(args, "download", False):
+        return
+    from vmfml.data.registry import download_dataset
+
+    folder = download_dataset(data, data_root)
+    if folder is not None:
+        _say(f"downloaded {data} into {folder}")
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
             _say(done)
             return 0
         _check_run_folder(folder.path, config, resume=args.resume, overwrite=args.overwrite)
+        if launch or os.environ.get("RANK", "0") == "0":
+            # Once: by the launcher or process 0 (--download is not passed on to torchrun).
+            download_if_asked(args, config.data, config.data_root)
         if launch:
             return _relaunch_with_torchrun(args, holding=folder.path)
         try:
@@ -142,8 +165,13 @@ def _relaunch_with_torchrun(args: argparse.Namespace, holding: Path) -> int:
     argv += [flag for flag in ("--resume", "--overwrite") if getattr(args, flag[2:])]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command = [*launcher, "--nproc-per-node", str(args.nproc), "-m", "vmfml", "train", *argv]
-    print("running: torchrun --standalone --nproc-per-node", args.nproc, "-m vmfml train", *argv)
     env = {**os.environ, HELD_ENV: str((holding / LOCK).resolve())}
+    shown = shlex.join(command)
+    if "OMP_NUM_THREADS" not in env:
+        # Set here, so that torchrun does not print its own banner about it: one notice, not two.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc))
+        shown = f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} {shown}"
+    print(f"running: {shown}", flush=True)
     return subprocess.run(command, env=env).returncode
 
 
@@ -228,7 +256,8 @@ def _refuse_existing_run(out: Path) -> None:
         )
 
 
-def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
+def print_summary(metrics: dict[str, Any], out_dir: Path | None) -> None:
+    """The metrics as a table; with `out_dir`, the run folder and the files written in it."""
     rows = [(k, v) for k, v in metrics.items() if isinstance(v, float)]
     width = max(len(k) for k, _ in rows)
     print("\nresults")
@@ -240,6 +269,8 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
             f"  {'time':<{width}}  {timing['train_seconds']:.1f} s training + {timing['refresh_seconds']:.1f} s "
             f"mean-direction refresh, {timing['images_per_second']:.0f} images/s"
         )
+    if out_dir is None:
+        return
     names = ("metrics.json", "best.pt", "checkpoint.pt", "training_curves.png", "embedding.png")
     written = ", ".join(name for name in names if (out_dir / name).is_file())
     for name, what in (("tensorboard", "tensorboard/"), ("mlflow.db", "mlflow.db")):
@@ -249,16 +280,42 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
 
 
 def print_next_steps(out_dir: Path, data: str) -> None:
-    """The commands that use the model just trained, with this run's paths filled in."""
-    model = out_dir / ("best.pt" if (out_dir / "best.pt").is_file() else "checkpoint.pt")
-    gallery = data if Path(data).is_dir() else "path/to/gallery"
-    index = out_dir / "index"
-    print(
-        "\nnext:\n"
-        f"  vmfml evaluate --checkpoint {model}\n"
-        f"  vmfml index    --checkpoint {model} --data {gallery} --out {index}\n"
-        f"  vmfml search   --index {index} path/to/query.jpg -k 5\n"
-        f"  vmfml serve    --index {index} --port 8000\n"
-        f"  vmfml embed    --checkpoint {model} --data {gallery} --out {out_dir / 'gallery.npz'}\n"
-        f"  vmfml export   --checkpoint {model} --format onnx --out {out_dir / 'model.onnx'}"
+    """The commands that use the model just trained, with this run's paths filled in, each
+    runnable as printed from the current folder: the `vmfml` the user has (`command_prefix`),
+    paths quoted for the shell, and a real query image when the training data is a folder."""
+    from vmfml.text import command_prefix, quote_path
+
+    vmfml = command_prefix()
+    model = quote_path(
+        out_dir / ("best.pt" if (out_dir / "best.pt").is_file() else "checkpoint.pt")
     )
+    folder = Path(data).expanduser()
+    gallery = quote_path(folder) if folder.is_dir() else "path/to/gallery"
+    query_file = _first_image(folder) if folder.is_dir() else None
+    query = quote_path(query_file) if query_file is not None else "path/to/query.jpg"
+    index = quote_path(out_dir / "index")
+    lines = [
+        f"evaluate --checkpoint {model}",
+        f"index    --checkpoint {model} --data {gallery} --out {index}",
+        f"search   --index {index} {query} -k 5",
+        f"serve    --index {index} --port 8000",
+        f"embed    --checkpoint {model} --data {gallery} --out {quote_path(out_dir / 'gallery.npz')}",
+        f"export   --checkpoint {model} --format onnx --out {quote_path(out_dir / 'model.onnx')}",
+    ]
+    print("\nnext:\n" + "\n".join(f"  {vmfml} {line}" for line in lines))
+    if not folder.is_dir():  # a built-in data set: no folder of its images to name
+        print(
+            "  (path/to/gallery: your folder of images, one subfolder per class; "
+            "path/to/query.jpg: an image file)"
+        )
+
+
+def _first_image(folder: Path) -> Path | None:
+    """The first image of the first class subfolder of `folder`, in name order (None if none)."""
+    from vmfml.data.image_folder import IMAGE_EXTENSIONS
+
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for path in sorted(sub.iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                return path
+    return None

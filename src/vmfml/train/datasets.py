@@ -112,4 +112,23 @@ def _subset(dataset: Any, config: TrainConfig) -> Any:
     if config.train_subset is None or config.train_subset >= len(dataset):
         return dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(data_seed(config)))
-    return dataset.subset(order[: config.train_subset].sort().values)
+    subset = dataset.subset(order[: config.train_subset].sort().values)
+    counts = subset.class_counts().tolist()
+    empty = [name for name, n in zip(subset.class_names, counts, strict=True) if n == 0]
+    if empty:
+        # Said here, in the options' words: the splits that follow would only name the classes.
+        shown = ", ".join(str(name) for name in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise ValueError(
+            f"--train-subset {config.train_subset} draws no image of {len(empty)} of the "
+            f"{len(counts)} training classes ({shown}) out of {len(dataset)} training images: "
+            f"raise --train-subset (every class needs images; {_enough(dataset)} or more is "
+            "safe here) or leave it out"
+        )
+    return subset
+
+
+def _enough(dataset: Any) -> int:
+    """A --train-subset that gives every class of `dataset` a few images on average."""
+    counts = dataset.class_counts().tolist()
+    smallest = max(1, min(n for n in counts if n > 0))
+    return min(len(dataset), -(-10 * len(dataset) // smallest))

@@ -10,13 +10,16 @@ from typing import Any
 from vmfml.files import write_text_atomic
 from vmfml.openset.commands import keep_rate
 from vmfml.openset.functional import SCORES
+from vmfml.train.commands import add_download_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from vmfml.metrics.rerank import METHODS
 
     parser.add_argument(
-        "--checkpoint", required=True, help="a checkpoint.pt written by vmfml train"
+        "--checkpoint",
+        required=True,
+        help="a run folder of vmfml train (its best.pt), or a checkpoint file",
     )
     parser.add_argument(
         "--data", help="evaluate on another data set or folder (default: the training run's)"
@@ -66,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="weight exponent of alpha-qe, dba (default: chosen on validation)",
     )
-    parser.add_argument("--device", default="auto")
+    add_download_argument(parser)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--out", help="write the metrics JSON here (default: print only)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -167,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     if args.out:
         write_text_atomic(args.out, json.dumps(metrics, indent=2))
-    print_summary(metrics, Path(args.checkpoint).parent)
+    print_summary(metrics, None)
+    # The file the model came from (a run folder means its best.pt), not the folder above it.
+    print(f"\nmodel: {model_file(args.checkpoint)}")
+    if args.out:
+        print(f"metrics written to {args.out}")
     if args.rerank != "none":
         print_rerank(metrics["rerank"])
     print_open_set_figures(metrics)

@@ -45,6 +45,7 @@ from vmfml.losses import MetricLoss, create_loss
 from vmfml.losses.vmf import NonFiniteEmbeddings
 from vmfml.models import EmbeddingModel, create_model
 from vmfml.models.inference import autocast, model_inputs, resolve_precision
+from vmfml.text import plural
 from vmfml.train.batches import (
     class_sums_of,
     epoch_generator,
@@ -575,15 +576,23 @@ def _describe_run(
     if data.val is None:
         val = "no validation (the last epoch is kept)"
     elif data.disjoint:
-        val = f"validation: {len(data.val)} images of {len(data.val.class_names)} held-out classes"
+        val = (
+            f"validation: {plural(len(data.val), 'image')} of "
+            f"{plural(len(data.val.class_names), 'held-out class', 'held-out classes')}"
+        )
     else:
-        val = f"validation: {len(data.val)} images"
+        val = f"validation: {plural(len(data.val), 'image')}"
     length = "auto, " if config.epochs is None else ""
+    # A folder smaller than a batch trains on one batch of all its images (batches.train_batches).
+    batch = min(config.batch_size, len(data.train))
+    whole = f": all the training images, fewer than --batch-size {config.batch_size}"
     lines = [
-        f"data: {config.data}: {len(data.train)} training images of {data.num_classes} classes, "
-        f"{val}, {len(data.test)} test images ({'unseen classes' if data.disjoint else 'same classes'})",
-        f"length: {epochs} epochs ({length}{steps_per_epoch} steps of {config.batch_size} images "
-        f"each, {epochs * steps_per_epoch} steps)"
+        f"data: {config.data}: {plural(len(data.train), 'training image')} of "
+        f"{plural(data.num_classes, 'class', 'classes')}, {val}, "
+        f"{plural(len(data.test), 'test image')} ({'unseen classes' if data.disjoint else 'same classes'})",
+        f"length: {plural(epochs, 'epoch')} ({length}{plural(steps_per_epoch, 'step')} of "
+        f"{plural(batch, 'image')}{whole if batch < config.batch_size else ' each'}; "
+        f"{plural(epochs * steps_per_epoch, 'step')} in all)"
         + (f", at most {config.max_minutes:g} minutes" if config.max_minutes else ""),
         f"model: {config.model} at {size[1]}x{size[2]} px, {config.embed_dim}-d embeddings; "
         f"loss: {config.loss}" + (f" ({config.directions})" if config.loss == "vmf" else ""),
@@ -644,12 +653,12 @@ def _stop_reason(
 ) -> str | None:
     """Why training ends after `epoch` (None: it goes on)."""
     if epoch >= epochs:
-        return f"all {epochs} epochs done"
+        return "the only epoch done" if epochs == 1 else f"all {epochs} epochs done"
     # The first half of the schedule trains at a high learning rate, where validation scores
     # swing from epoch to epoch: stopping is considered only in the second half.
     if stopper.should_stop and 2 * epoch >= epochs:
         return (
-            f"early stop: no better validation score for {stopper.stale} epochs "
+            f"early stop: no better validation score for {plural(stopper.stale, 'epoch')} "
             f"(--patience {stopper.patience})"
         )
     if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:

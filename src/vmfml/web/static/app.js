@@ -136,7 +136,9 @@ async function runSearch(describe, request) {
   } catch (err) {
     if (seq !== state.seq) return;
     showError(err.message);
-    $("status").textContent = "search failed";
+    // The previous query's results would read as this one's: a failed search shows none.
+    $("results").replaceChildren();
+    $("status").textContent = `search failed: no neighbours of ${describe}`;
   } finally {
     if (seq === state.seq) $("results").classList.remove("loading");
   }
@@ -220,6 +222,38 @@ function renderResults(data, describe) {
     `${data.results.length} neighbours of ${describe} in ${data.took_ms.toFixed(1)} ms (score = cosine similarity)`;
 }
 
+// The gallery strip scrolls sideways: fades and arrow buttons show on a side with more to see.
+function setupStripScroll() {
+  const strip = $("gallery");
+  const wrap = document.createElement("div");
+  wrap.className = "strip-wrap";
+  strip.replaceWith(wrap);
+  const arrow = (side, text, label) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = `strip-arrow ${side}`;
+    button.textContent = text;
+    button.setAttribute("aria-label", label);
+    const sign = side === "left" ? -1 : 1;
+    button.addEventListener("click", () =>
+      strip.scrollBy({ left: sign * Math.max(strip.clientWidth * 0.8, 80), behavior: "smooth" }));
+    return button;
+  };
+  wrap.append(arrow("left", "‹", "scroll the gallery left"), strip,
+    arrow("right", "›", "scroll the gallery right"));
+  const update = () => {
+    const room = strip.scrollWidth - strip.clientWidth;
+    wrap.classList.toggle("more-left", strip.scrollLeft > 1);
+    wrap.classList.toggle("more-right", room - strip.scrollLeft > 1);
+  };
+  strip.addEventListener("scroll", update, { passive: true });
+  window.addEventListener("resize", update);
+  // Thumbnails widen the strip as they load.
+  new ResizeObserver(update).observe(strip);
+  strip.addEventListener("load", update, true);
+  state.updateStrip = update;
+}
+
 async function loadGallery() {
   try {
     const data = await api(`/api/items/sample?n=${GALLERY_SIZE}`);
@@ -234,6 +268,7 @@ async function loadGallery() {
       button.addEventListener("click", () => searchItem(item));
       strip.append(button);
     }
+    state.updateStrip?.();
   } catch (err) {
     showError(`cannot load the gallery: ${err.message}`);
   }
@@ -294,4 +329,5 @@ function wireInputs() {
 }
 
 wireInputs();
+setupStripScroll();
 loadHealth().then(loadGallery);
