@@ -93,7 +93,7 @@ def test_save_load_round_trip(
     assert loaded.kind == kind and len(loaded) == 1000 and loaded.dim == 32
     assert loaded.meta == meta
     assert loaded.options == index.options
-    assert loaded.items[5] == {"id": 5, "path": "/g/5.png", "label": "c5"}
+    assert loaded.items[5] == {"id": 5, "path": "/g/5.png", "label": "c5", "meta": {}}
     assert loaded.items[-1]["id"] == 999
     assert [it["id"] for it in loaded.items[10:13]] == [10, 11, 12]
     saved = json.loads((tmp_path / "idx" / "meta.json").read_text())
@@ -120,7 +120,7 @@ def test_k_larger_than_gallery_pads_with_minus_one() -> None:
 def test_bad_inputs(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
     x, q = data
     with pytest.raises(
-        ValueError, match="unknown index kind 'annoy'; valid kinds: flat, ivf, hnsw"
+        ValueError, match="unknown index kind .annoy.; valid kinds: flat, ivf, hnsw, ivfpq"
     ):
         SearchIndex.build(x, kind="annoy")
     with pytest.raises(ValueError, match="row 1 has norm 2"):
@@ -132,7 +132,7 @@ def test_bad_inputs(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None
         index.search(q[:, :16], 3)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         index.search(q, 0)
-    with pytest.raises(ValueError, match="nprobe applies to ivf indexes; this one is flat"):
+    with pytest.raises(ValueError, match="nprobe applies to ivf and ivfpq indexes; this one is flat"):
         index.set_search_params(nprobe=2)
     with pytest.raises(ValueError, match="nlist=100 cells need at least as many vectors"):
         SearchIndex.build(x[:50], kind="ivf", nlist=100)

@@ -2,7 +2,8 @@
 
 The gallery comes either from an embedding file (`--embeddings`, written by `vmfml embed`) or
 straight from a checkpoint and an image folder (`--checkpoint --data`), embedded on the way
-through a memory-mapped scratch file.
+through a memory-mapped scratch file. `vmfml index add | remove | compact` change a built index
+in place (`vmfml.index.gallery_commands`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from vmfml.index.cli_common import add_model_run_arguments, add_on_error_argument, positive_int
+from vmfml.index.gallery_commands import add_subcommands
+
+KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+OPTIONS = ("nlist", "nprobe", "m", "ef_construction", "ef_search", "pq_bytes", "opq",
+           "refine_factor")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,18 +28,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--embeddings", help="an embedding file written by `vmfml embed`")
     source.add_argument("--checkpoint", help="a vmfml checkpoint, to embed --data directly")
     source.add_argument("--data", help="a folder with one subfolder of images per class")
-    parser.add_argument("--out", required=True, help="the index folder to write")
+    parser.add_argument("--out", help="the index folder to write")
     parser.add_argument(
         "--kind",
-        choices=("flat", "ivf", "hnsw"),
+        choices=KINDS,
         default="flat",
-        help="flat: exact inner product; ivf: inverted lists (large galleries); hnsw: graph (large galleries)",
+        help="flat: exact inner product; ivf: inverted lists (large galleries); hnsw: graph "
+        "(large galleries); ivfpq: compressed (product quantisation, exact re-rank from disk)",
     )
     parser.add_argument(
-        "--nlist", type=positive_int, help="ivf cells (default 4 sqrt(N), at most N/39)"
+        "--nlist", type=positive_int, help="ivf/ivfpq cells (default 4 sqrt(N), at most N/39)"
     )
     parser.add_argument(
-        "--nprobe", type=positive_int, help="ivf cells scanned per query (default nlist/16)"
+        "--nprobe", type=positive_int, help="ivf/ivfpq cells scanned per query (default nlist/16)"
+    )
+    parser.add_argument(
+        "--pq-bytes", type=positive_int, help="ivfpq bytes per vector, dividing D (default D/4)"
+    )
+    parser.add_argument(
+        "--no-opq", dest="opq", action="store_false", default=None,
+        help="ivfpq: no OPQ rotation before quantising",
+    )  # fmt: skip
+    parser.add_argument(
+        "--refine-factor",
+        type=positive_int,
+        help="ivfpq: candidates re-ranked exactly, per result (default 4)",
     )
     parser.add_argument("--m", type=positive_int, help="hnsw links per vector (default 32)")
     parser.add_argument(
@@ -44,12 +63,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_on_error_argument(parser, "gallery image")
     add_model_run_arguments(parser)
+    add_subcommands(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action is not None:
+        from vmfml.index import gallery_commands
+
+        return gallery_commands.run(args)
+    if args.out is None:
+        raise ValueError("--out is required: the index folder to write")
     from vmfml.files import scratch_dir
     from vmfml.index.embeddings import load_embedding_file
     from vmfml.index.search_index import SearchIndex, check_destination
+    from vmfml.index.write_log import check_no_pending_writes, replacing
 
     if args.embeddings and (args.checkpoint or args.data):
         raise ValueError("give either --embeddings, or --checkpoint with --data, not both")
@@ -58,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
             "no gallery: give --embeddings FILE.npz, or --checkpoint CKPT with --data FOLDER"
         )
     options = _kind_options(args)
-    # Before any work: an --out that cannot take the index (a file, a folder of other things).
+    # Before any work: an --out that cannot take the index (a file, a folder of other things,
+    # an index holding writes since its build).
     check_destination(args.out)
+    check_no_pending_writes(args.out)
     scratch = None
     try:
         if args.embeddings:
@@ -86,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             **options,
         )
         seconds = time.perf_counter() - start
-        index.save(args.out)
+        with replacing(args.out):
+            index.save(args.out)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -102,18 +132,23 @@ def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
 
     Options left out take `SearchIndex.build`'s defaults (the one place defaults live).
     """
-    given = {
-        key: getattr(args, key)
-        for key in ("nlist", "nprobe", "m", "ef_construction", "ef_search")
-        if getattr(args, key) is not None
+    given = {key: getattr(args, key) for key in OPTIONS if getattr(args, key) is not None}
+    valid = {
+        "flat": (),
+        "ivf": ("nlist", "nprobe"),
+        "hnsw": ("m", "ef_construction", "ef_search"),
+        "ivfpq": ("nlist", "nprobe", "pq_bytes", "opq", "refine_factor"),
     }
-    valid = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("m", "ef_construction", "ef_search")}
     wrong = [key for key in given if key not in valid[args.kind]]
     if wrong:
-        flags = ", ".join("--" + key.replace("_", "-") for key in wrong)
-        allowed = ", ".join("--" + key.replace("_", "-") for key in valid[args.kind]) or "none"
+        flags = ", ".join(_flag(key) for key in wrong)
+        allowed = ", ".join(_flag(key) for key in valid[args.kind]) or "none"
         raise ValueError(f"{flags} not valid with --kind {args.kind} (its options: {allowed})")
     return given
+
+
+def _flag(key: str) -> str:
+    return "--no-opq" if key == "opq" else "--" + key.replace("_", "-")
 
 
 def _embed_gallery(args: argparse.Namespace, scratch_file: Path) -> Any:
