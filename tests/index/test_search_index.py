@@ -132,7 +132,9 @@ def test_bad_inputs(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None
         index.search(q[:, :16], 3)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         index.search(q, 0)
-    with pytest.raises(ValueError, match="nprobe applies to ivf and ivfpq indexes; this one is flat"):
+    with pytest.raises(
+        ValueError, match="nprobe applies to ivf and ivfpq indexes; this one is flat"
+    ):
         index.set_search_params(nprobe=2)
     with pytest.raises(ValueError, match="nlist=100 cells need at least as many vectors"):
         SearchIndex.build(x[:50], kind="ivf", nlist=100)

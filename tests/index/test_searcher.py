@@ -70,7 +70,7 @@ def test_search_id_excludes_the_item(searcher: Searcher) -> None:
         assert all(h["id"] != i for h in hits)
         item = searcher.index.items[hits[0]["id"]]
         assert (hits[0]["path"], hits[0]["label"]) == (item["path"], item["label"])
-    with pytest.raises(IndexError, match="item id 60 out of range"):
+    with pytest.raises(IndexError, match="no item with id 60 in the gallery"):
         searcher.search_id(60)
 
 
