@@ -71,7 +71,33 @@ def test_hnsw_recall(data: tuple[np.ndarray, np.ndarray]) -> None:
     assert index.index.hnsw.efSearch == 10
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_ivfpq_reranks_exactly_from_vectors_on_disk(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, q = data
+    _, exact = brute_force(x, q, 10)
+    index = SearchIndex.build(x, kind="ivfpq", nlist=16, nprobe=16, pq_bytes=8, refine_factor=8)
+    assert index.options == {"nlist": 16, "nprobe": 16, "train_size": 3000, "pq_bytes": 8,
+                             "opq": False, "refine_factor": 8}  # fmt: skip
+    recalls = {}
+    for refine in (1, 8):
+        index.set_search_params(refine_factor=refine)
+        recalls[refine] = recall_at(index.search(q, 10)[1], exact)
+    # 8 bytes a vector lose neighbours; re-ranking 80 candidates by the float32 rows finds them.
+    assert recalls[1] < 0.8 < 0.95 < recalls[8]
+    scores, ids = index.search(q, 10)
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, x[ids]), atol=1e-5)
+    index.save(tmp_path / "pq")
+    loaded = SearchIndex.load(tmp_path / "pq")
+    assert isinstance(loaded._stored, np.memmap)  # file-backed pages, not the process's memory
+    assert (tmp_path / "pq" / "vectors.f32").stat().st_size == x.nbytes
+    np.testing.assert_array_equal(loaded.search(q, 10)[1], ids)
+    np.testing.assert_array_equal(loaded.reconstruct(7), x[7])
+    with pytest.raises(ValueError, match="pq_bytes=5 must divide the dimension 32; valid: 1, 2, 4"):
+        SearchIndex.build(x, kind="ivfpq", pq_bytes=5)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
 def test_save_load_round_trip(
     tmp_path: Path, data: tuple[np.ndarray, np.ndarray], kind: str
 ) -> None:
@@ -81,7 +107,7 @@ def test_save_load_round_trip(
     meta = {"model": {"embed_dim": 32, "fingerprint": "abc"}, "gallery_root": "/g"}
     index = (
         SearchIndex.build(x, items, meta, kind=kind, nlist=8, nprobe=3)
-        if kind == "ivf"
+        if kind in ("ivf", "ivfpq")
         else SearchIndex.build(x, items, meta, kind=kind)
     )
     before = index.search(q, 7)

@@ -295,9 +295,14 @@ class Gallery:
                 raise IndexError(f"no item with id {item_id} in the gallery {self.directory}")
             return self._index.reconstruct(int(item_id))
 
-    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+    def set_search_params(
+        self,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        refine_factor: int | None = None,
+    ) -> None:
         with self._lock:
-            self._index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+            self._index.set_search_params(nprobe, ef_search, refine_factor)
 
     def close(self) -> None:
         with self._lock:

@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pq-bytes", type=positive_int, help="ivfpq bytes per vector, dividing D (default D/4)"
     )
     parser.add_argument(
-        "--no-opq", dest="opq", action="store_false", default=None,
-        help="ivfpq: no OPQ rotation before quantising",
+        "--opq", action="store_true", default=None,
+        help="ivfpq: rotate the vectors (OPQ) before quantising (slower to train)",
     )  # fmt: skip
     parser.add_argument(
         "--refine-factor",
@@ -141,14 +141,10 @@ def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     wrong = [key for key in given if key not in valid[args.kind]]
     if wrong:
-        flags = ", ".join(_flag(key) for key in wrong)
-        allowed = ", ".join(_flag(key) for key in valid[args.kind]) or "none"
+        flags = ", ".join("--" + key.replace("_", "-") for key in wrong)
+        allowed = ", ".join("--" + key.replace("_", "-") for key in valid[args.kind]) or "none"
         raise ValueError(f"{flags} not valid with --kind {args.kind} (its options: {allowed})")
     return given
-
-
-def _flag(key: str) -> str:
-    return "--no-opq" if key == "opq" else "--" + key.replace("_", "-")
 
 
 def _embed_gallery(args: argparse.Namespace, scratch_file: Path) -> Any:

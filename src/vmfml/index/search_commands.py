@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ef-search", type=positive_int, help="hnsw: candidates explored per query"
     )
+    parser.add_argument(
+        "--refine-factor", type=positive_int, help="ivfpq: candidates re-ranked exactly, per hit"
+    )
     add_on_error_argument(parser, "query image")
     add_model_run_arguments(parser, batch_size=64, loader=False)
 
@@ -133,7 +136,7 @@ def _search_images(
         device=resolve_device(args.device),
         batch_size=args.batch_size,
     )
-    searcher.index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
+    searcher.index.set_search_params(args.nprobe, args.ef_search, args.refine_factor)
     if args.on_error == "skip":
         channels = int(searcher.preprocessing["input_size"][0])
         readable = []
@@ -162,7 +165,7 @@ def _search_embedding_files(
     from vmfml.index.store import open_gallery
 
     index = open_gallery(args.index, milvus_uri=args.milvus_uri)
-    index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
+    index.set_search_params(args.nprobe, args.ef_search, args.refine_factor)
     queries: list[tuple[Path, str | None]] = []
     results: list[list[Any]] = []
     for file in files:

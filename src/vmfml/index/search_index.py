@@ -181,7 +181,7 @@ class SearchIndex:
         ef_construction: int = 40,
         ef_search: int = 64,
         pq_bytes: int | None = None,
-        opq: bool = True,
+        opq: bool = False,
         refine_factor: int = 4,
         train_size: int | None = None,
         chunk_rows: int = CHUNK_ROWS,
@@ -205,7 +205,8 @@ class SearchIndex:
             ef_search: hnsw candidate list while searching (>= k is needed for k results).
             pq_bytes: ivfpq code size per vector, dividing D; default D / 4 (16x smaller than
                 float32).
-            opq: ivfpq: rotate the vectors (OPQ) before quantising them.
+            opq: ivfpq: rotate the vectors (OPQ) before quantising them (slow to train; see
+                BENCHMARKS.md section 4 for what it gains).
             refine_factor: ivfpq: candidates re-ranked exactly per result (k * refine_factor).
             train_size: ivf/ivfpq training rows, sampled uniformly at random; default `64 nlist`
                 for ivf, at least 256 * 39 for ivfpq's codebooks (at most N). A random sample
@@ -259,7 +260,8 @@ class SearchIndex:
                     )
                 if n < 256:
                     raise ValueError(f"ivfpq needs at least 256 vectors to train; got N={n}")
-                description = f"{f'OPQ{pq_bytes},' if opq else ''}IVF{nlist},PQ{pq_bytes}"
+                # "np": no polysemous training (slow, and only for Hamming-thresholded search)
+                description = f"{f'OPQ{pq_bytes},' if opq else ''}IVF{nlist},PQ{pq_bytes}np"
                 options.update(pq_bytes=pq_bytes, opq=opq, refine_factor=refine_factor)
             faiss_index = faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)
             faiss.extract_index_ivf(faiss_index).cp.seed = seed
@@ -434,8 +436,19 @@ class SearchIndex:
             self._direct_map = True
         return np.asarray(self.index.reconstruct(int(row)), dtype=np.float32)
 
-    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Trade speed for recall at query time: `nprobe` (ivf, ivfpq) or `ef_search` (hnsw)."""
+    def set_search_params(
+        self,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        refine_factor: int | None = None,
+    ) -> None:
+        """Trade speed for recall at query time: `nprobe` (ivf, ivfpq), `ef_search` (hnsw),
+        `refine_factor` (ivfpq)."""
+        if refine_factor is not None:
+            if self.kind != "ivfpq":
+                raise ValueError(f"refine_factor applies to ivfpq indexes; this one is {self.kind}")
+            _check_positive(refine_factor=refine_factor)
+            self.options["refine_factor"] = refine_factor
         if nprobe is not None:
             if self.kind not in ("ivf", "ivfpq"):
                 raise ValueError(

@@ -90,7 +90,12 @@ class GalleryStore(Protocol):
     def reconstruct(self, item_id: int) -> np.ndarray:
         """The stored embedding `[D]` of an item."""
 
-    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+    def set_search_params(
+        self,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        refine_factor: int | None = None,
+    ) -> None:
         """Search-time recall/speed settings of the approximate kinds."""
 
     def close(self) -> None: ...
