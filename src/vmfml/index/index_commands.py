@@ -30,6 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data", help="a folder with one subfolder of images per class")
     parser.add_argument("--out", help="the index folder to write")
     parser.add_argument(
+        "--backend",
+        choices=("faiss", "milvus"),
+        default="faiss",
+        help="faiss: the index in the folder; milvus: in Milvus (Lite file or a server)",
+    )
+    parser.add_argument(
+        "--milvus-uri",
+        help="--backend milvus: a Milvus Lite file or http://HOST:19530 (default: a Lite "
+        "database inside --out)",
+    )
+    parser.add_argument(
         "--kind",
         choices=KINDS,
         default="flat",
@@ -106,6 +117,23 @@ def run(args: argparse.Namespace) -> int:
             "class_names": gallery.class_names,
         }
         start = time.perf_counter()
+        if args.backend == "milvus":
+            from vmfml.index.milvus_store import build_milvus_folder
+
+            if "opq" in options or "refine_factor" in options:
+                raise ValueError("--opq and --refine-factor apply to faiss ivfpq indexes")
+            build_milvus_folder(
+                args.out, gallery.embeddings, gallery.items(), meta, args.kind,
+                uri=args.milvus_uri, **options,
+            )  # fmt: skip
+            print(
+                f"indexed {len(gallery)} embeddings into Milvus in "
+                f"{time.perf_counter() - start:.1f} s ({args.kind}) -> {args.out}",
+                file=sys.stderr,
+            )
+            return 0
+        if args.milvus_uri:
+            raise ValueError("--milvus-uri applies to --backend milvus")
         index = SearchIndex.build(
             gallery.embeddings,
             gallery.items(),

@@ -707,7 +707,7 @@ def check_destination(directory: str | Path) -> None:
     leftover = re.compile(rf"^\.({'|'.join(map(re.escape, FILES))})\..*\.tmp$")
     from vmfml.index.write_log import COMPANIONS
 
-    own = (*FILES, VECTORS_FILE, *COMPANIONS)
+    own = (*FILES, VECTORS_FILE, *COMPANIONS, "milvus.db")  # milvus.db: a Milvus Lite gallery
     foreign = sorted(
         p.name for p in directory.iterdir() if p.name not in own and not leftover.match(p.name)
     )
