@@ -60,6 +60,9 @@ RESERVED_META = (
 )  # fmt: skip
 # Rows per faiss.add call: bounds the float32 copy of a memory-mapped input to ~32 MiB at D=128.
 CHUNK_ROWS = 65_536
+# A filter that leaves at most this many rows is searched exactly (by their stored vectors) on
+# the approximate kinds: graph and cell searches miss matches that lie far from the query.
+EXACT_FILTER_ROWS = 10_000
 # How far from 1 an embedding's norm may be before it is refused as "not on the unit sphere".
 NORM_TOLERANCE = 1e-3
 
@@ -349,7 +352,8 @@ class SearchIndex:
             queries: float `[Q, D]` (unit rows, for scores that are cosines).
             k: neighbours per query, >= 1.
             rows: bool `[N]`, the rows that may be returned (a faiss ID selector: exact on flat,
-                min(k, rows.sum()) hits; every hit among them on the other kinds); None: all.
+                min(k, rows.sum()) hits; every hit among them on the other kinds, and exact
+                there too when at most `EXACT_FILTER_ROWS` rows pass); None: all.
 
         Returns:
             `(scores [Q, k] float32, ids [Q, k] int64)`, best first. Where fewer than k items are
@@ -369,6 +373,10 @@ class SearchIndex:
         if self.index.ntotal == 0:
             raise ValueError("the index is empty: add embeddings before searching")
         q = _as_float32(queries, "queries")
+        if rows is not None and self.kind != "flat":
+            allowed = np.flatnonzero(rows)
+            if len(allowed) <= EXACT_FILTER_ROWS:
+                return self._exact(q, allowed, int(k))
         wanted = int(k) * (int(self.options["refine_factor"]) if self.kind == "ivfpq" else 1)
         if rows is None:
             scores, found = self.index.search(q, wanted)
@@ -380,6 +388,26 @@ class SearchIndex:
             scores, found = self._rerank(q, found, int(k))
         scores[found < 0] = -np.inf
         return scores, np.where(found < 0, -1, self._ids[np.maximum(found, 0)])
+
+    def _exact(self, q: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the stored vectors of the `allowed` rows: `(scores, ids)`."""
+        sims = q @ self._row_vectors(allowed).T  # [Q, A]
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(q), k), -1, dtype=np.int64)
+        scores[:, : top.shape[1]] = np.take_along_axis(sims, top, axis=1)
+        ids[:, : top.shape[1]] = self._ids[allowed[top]]
+        return scores, ids
+
+    def _row_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored float32 vectors `[len(rows), D]` of rows (exact except for none: ivfpq
+        keeps them on disk, the other kinds store them whole)."""
+        if self.kind == "ivfpq":
+            return self._vectors(rows)
+        if self.kind == "ivf" and not self._direct_map:
+            faiss.extract_index_ivf(self.index).make_direct_map()
+            self._direct_map = True
+        return np.asarray(self.index.reconstruct_batch(rows.astype(np.int64)), dtype=np.float32)
 
     def _params(self, selector: Any) -> Any:
         """faiss search parameters with `selector`, keeping the search-time settings."""
