@@ -354,3 +354,25 @@ def test_cli_search_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main([*args, "--where", "label~bag"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("vmfml search: error: bad filter 'label~bag'") and err.count("\n") == 1
+
+
+def test_threads_share_one_gallery(tmp_path: Path) -> None:
+    """As a web server's request threads would: writes and searches at once, none lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = tmp_path / "idx"
+    build_folder(folder, n=50)
+    gallery = Gallery(folder)
+
+    def work(t: int) -> list[int]:
+        ids = []
+        for b in range(10):
+            x = unit(3, seed=100 * t + b)
+            ids += gallery.add(x, [{"path": f"t{t}/{b}/{j}"} for j in range(3)])
+            assert gallery.search(x, 1)[1][:, 0].tolist() == ids[-3:]
+        return ids
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(4)))
+    assert sorted(i for ids in results for i in ids) == list(range(50, 170))
+    assert len(Gallery(folder)) == 170
