@@ -152,12 +152,44 @@ def serve(backend: str, kind: str, work: Path, n_queries: int, out: Any) -> None
     out.put(row)
 
 
+def pq_sweep(work: Path, n_queries: int, pq_bytes: list[int], with_opq: bool, out: Any) -> None:
+    """ivfpq's trade-off: for each code size, 10-R@10 and q/s at several refine factors, and the
+    index's own memory (the faiss index serialised: codes, ids, centroids)."""
+    import faiss
+
+    from vmfml.index import SearchIndex
+
+    data = np.load(work / "data.npz")
+    x, queries, kth = data["x"], data["q"][:n_queries], data["kth10"][:n_queries]
+    rows = []
+    for m in pq_bytes:
+        for opq in (False, True) if with_opq else (False,):
+            start = time.perf_counter()
+            index = SearchIndex.build(x, kind="ivfpq", pq_bytes=m, opq=opq)
+            build_s = time.perf_counter() - start
+            index_mib = faiss.serialize_index(index.index).nbytes / 2**20
+            for refine in (1, 2, 4, 8):
+                index.set_search_params(refine_factor=refine)
+                start = time.perf_counter()
+                found = np.stack([index.search(q[None], 10)[1][0] for q in queries])
+                qps = len(queries) / (time.perf_counter() - start)
+                rows.append({"pq_bytes": m, "opq": opq, "refine_factor": refine,
+                             "build s": build_s, "index MiB": index_mib, "q/s": qps,
+                             "10-R@10": recall(found, queries, x, kth, 10)})  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+    out.put(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=10_000)
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--kinds", default=",".join(f"{b}:{k}" for b, k in KINDS))
+    parser.add_argument("--opq", action="store_true", help="--pq-sweep: with OPQ too (slow)")
+    parser.add_argument(
+        "--pq-sweep", default="", help="ivfpq trade-off instead: comma-separated pq_bytes values"
+    )
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "gallery.md"
     )
@@ -194,6 +226,15 @@ def main() -> None:
         del x, exact
         rows = []
         spawn = mp.get_context("spawn")
+        if args.pq_sweep:
+            queue = spawn.Queue()
+            sizes = [int(v) for v in args.pq_sweep.split(",")]
+            proc = spawn.Process(target=pq_sweep, args=(work, args.queries, sizes, args.opq, queue))
+            proc.start()
+            sweep = queue.get()
+            proc.join()
+            write_sweep(args, sweep)
+            return
         for spec in args.kinds.split(","):
             backend, kind = spec.split(":")
             row: dict[str, Any] = {}
@@ -242,6 +283,30 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def write_sweep(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    columns = ["pq_bytes", "opq", "refine_factor", "build s", "index MiB", "q/s", "10-R@10"]
+    lines = [
+        f"# ivfpq trade-off: {args.classes * args.per_class:,} x {D}, {args.queries} queries",
+        "",
+        f"`python benchmarks/bench_gallery.py --classes {args.classes} --queries {args.queries} "
+        f"--pq-sweep {args.pq_sweep}{' --opq' if args.opq else ''}`; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (str, bool, int)):
+        return str(value)
+    return f"{value:,.3f}" if value < 10 else f"{value:,.0f}"
 
 
 if __name__ == "__main__":
