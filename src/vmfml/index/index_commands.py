@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nprobe", type=positive_int, help="ivf/ivfpq cells scanned per query (default nlist/16)"
     )
     parser.add_argument(
-        "--pq-bytes", type=positive_int, help="ivfpq bytes per vector, dividing D (default D/4)"
+        "--pq-bytes", type=positive_int, help="ivfpq bytes per vector, dividing D (default D/8)"
     )
     parser.add_argument(
         "--opq", action="store_true", default=None,
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refine-factor",
         type=positive_int,
-        help="ivfpq: candidates re-ranked exactly, per result (default 4)",
+        help="ivfpq: candidates re-ranked exactly, per result (default 8)",
     )
     parser.add_argument("--m", type=positive_int, help="hnsw links per vector (default 32)")
     parser.add_argument(

@@ -121,7 +121,7 @@ def build_milvus_folder(
     if kind in ("ivf", "ivfpq"):
         options = {"nlist": nlist, "nprobe": min(nprobe or max(1, nlist // 16), nlist)}
     if kind == "ivfpq":
-        options["pq_bytes"] = pq_bytes or max(1, d // 4)
+        options["pq_bytes"] = pq_bytes or max(1, d // 8)
         if d % options["pq_bytes"]:
             raise ValueError(f"pq_bytes={options['pq_bytes']} must divide the dimension {d}")
     if kind == "hnsw":
