@@ -376,3 +376,24 @@ def test_threads_share_one_gallery(tmp_path: Path) -> None:
         results = list(pool.map(work, range(4)))
     assert sorted(i for ids in results for i in ids) == list(range(50, 170))
     assert len(Gallery(folder)) == 170
+
+
+def test_a_write_that_waited_through_a_rebuild_lands_in_the_new_folder(tmp_path: Path) -> None:
+    """The race: a writer checked the folder, then waited for the write lock while another
+    process compacted it. Under the lock it finds meta.json changed and writes into the new
+    folder's log, never into the replaced one, which nobody reads."""
+    from vmfml.index.write_log import FolderReplaced
+
+    folder = tmp_path / "idx"
+    build_folder(folder, n=40)
+    writer = Gallery(folder)
+    writer.add(unit(1, seed=1))  # its log is open
+    old_log = writer._log
+    assert old_log is not None
+    Gallery(folder).compact()  # another process rebuilds the folder meanwhile
+    with pytest.raises(FolderReplaced):
+        old_log.add(unit(1, seed=2), [{"path": "lost?"}])  # the replaced log refuses the write
+    writer._refresh = lambda: None  # type: ignore[method-assign]  # as if checked before the swap
+    (new_id,) = writer.add(unit(1, seed=2), [{"path": "kept"}])
+    assert new_id == 41
+    assert Gallery(folder).get(41) == {"id": 41, "path": "kept", "label": None, "meta": {}}
