@@ -397,3 +397,23 @@ def test_a_write_that_waited_through_a_rebuild_lands_in_the_new_folder(tmp_path:
     (new_id,) = writer.add(unit(1, seed=2), [{"path": "kept"}])
     assert new_id == 41
     assert Gallery(folder).get(41) == {"id": 41, "path": "kept", "label": None, "meta": {}}
+
+
+def test_cli_builds_and_searches_an_ivfpq_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = unit(300, seed=8)
+    emb = save_embedding_file(tmp_path / "g.npz", x, [0] * 300, ["a"], ["p"] * 300, {})
+    folder = tmp_path / "pq"
+    build = ["index", "--embeddings", str(emb), "--out", str(folder), "--kind", "ivfpq"]
+    assert main([*build, "--nlist", "4", "--pq-bytes", "4", "--refine-factor", "2"]) == 0
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["options"]["pq_bytes"] == 4 and meta["options"]["refine_factor"] == 2
+    assert (folder / "vectors.f32").stat().st_size == x.nbytes
+    capsys.readouterr()
+    search = ["search", "--index", str(folder), str(emb), "-k", "1", "--format", "json"]
+    assert main([*search, "--refine-factor", "16", "--nprobe", "4"]) == 0
+    hits = [q["hits"][0] for q in json.loads(capsys.readouterr().out)["queries"]]
+    assert [h["id"] for h in hits] == list(range(300))  # re-ranked exactly: each finds itself
+    assert main([*build, "--m", "8"]) == 2
+    assert "--m not valid with --kind ivfpq" in capsys.readouterr().err
