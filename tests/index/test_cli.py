@@ -162,3 +162,30 @@ def test_grid_png(tmp_path: Path, folders: Folders, run_cli) -> None:
             assert rgb.getpixel((x + 1, y + 1)) == expected
             colours.add(expected)
     assert colours == {CORRECT, WRONG}  # an untrained model gets some right and some wrong
+
+
+def test_index_add_embeds_images_with_the_indexs_model(
+    tmp_path: Path, folders: Folders, run_cli
+) -> None:
+    idx = index_gallery(run_cli, folders, tmp_path / "idx")
+    n = len(CLASSES) * GALLERY_PER_CLASS
+    added = run_cli("index", "add", "--index", idx, folders.queries)
+    assert added.code == 0, added.err
+    ids = json.loads(added.out)["added"]
+    assert ids == list(range(n, n + len(CLASSES) * QUERIES_PER_CLASS))
+    # Each added query image is now its own nearest neighbour, labelled by its subfolder, with
+    # the embedding computed by hand from its pixels.
+    out = search_json(run_cli, idx, folders.queries, 1)
+    for q in out["queries"]:
+        hit = q["hits"][0]
+        assert hit["id"] in ids and hit["path"] == str(Path(q["query"]).resolve())
+        assert hit["label"] == q["label"] and hit["score"] == pytest.approx(1.0, abs=1e-5)
+    index = SearchIndex.load(idx)  # the built part alone: the adds live in the write log
+    assert len(index) == n
+    paths = [hit["path"] for q in out["queries"] for hit in q["hits"]]
+    pixels = np.stack([folders.query_pixels[p] for p in paths])
+    from vmfml.index import open_gallery
+
+    gallery = open_gallery(idx)
+    stored = np.stack([gallery.reconstruct(q["hits"][0]["id"]) for q in out["queries"]])
+    np.testing.assert_allclose(stored, reference_embeddings(folders.model, pixels), atol=1e-5)

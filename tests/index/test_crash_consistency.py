@@ -287,7 +287,12 @@ def test_leftovers_of_killed_runs_are_removed_and_a_live_runs_kept(
     (out / ".items.json.x1y2z3.tmp").write_text("{")
     assert main(["index", "--embeddings", str(emb), "--out", str(out)]) == 0
     assert not stale_dir.exists() and live_dir.exists() and other_host.exists()
-    assert sorted(p.name for p in out.iterdir()) == ["index.faiss", "items.json", "meta.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index.faiss",
+        "items.json",
+        "meta.json",
+        "updates.sqlite",
+    ]
     # a missing index with an interrupted rebuild beside it: the message says so
     shutil.rmtree(out)
     build(1).save(live_dir)

@@ -71,7 +71,33 @@ def test_hnsw_recall(data: tuple[np.ndarray, np.ndarray]) -> None:
     assert index.index.hnsw.efSearch == 10
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_ivfpq_reranks_exactly_from_vectors_on_disk(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, q = data
+    _, exact = brute_force(x, q, 10)
+    index = SearchIndex.build(x, kind="ivfpq", nlist=16, nprobe=16, pq_bytes=8, refine_factor=8)
+    assert index.options == {"nlist": 16, "nprobe": 16, "train_size": 3000, "pq_bytes": 8,
+                             "opq": False, "refine_factor": 8}  # fmt: skip
+    recalls = {}
+    for refine in (1, 8):
+        index.set_search_params(refine_factor=refine)
+        recalls[refine] = recall_at(index.search(q, 10)[1], exact)
+    # 8 bytes a vector lose neighbours; re-ranking 80 candidates by the float32 rows finds them.
+    assert recalls[1] < 0.8 < 0.95 < recalls[8]
+    scores, ids = index.search(q, 10)
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, x[ids]), atol=1e-5)
+    index.save(tmp_path / "pq")
+    loaded = SearchIndex.load(tmp_path / "pq")
+    assert isinstance(loaded._stored, np.memmap)  # file-backed pages, not the process's memory
+    assert (tmp_path / "pq" / "vectors.f32").stat().st_size == x.nbytes
+    np.testing.assert_array_equal(loaded.search(q, 10)[1], ids)
+    np.testing.assert_array_equal(loaded.reconstruct(7), x[7])
+    with pytest.raises(ValueError, match="pq_bytes=5 must divide the dimension 32; valid: 1, 2, 4"):
+        SearchIndex.build(x, kind="ivfpq", pq_bytes=5)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
 def test_save_load_round_trip(
     tmp_path: Path, data: tuple[np.ndarray, np.ndarray], kind: str
 ) -> None:
@@ -81,7 +107,7 @@ def test_save_load_round_trip(
     meta = {"model": {"embed_dim": 32, "fingerprint": "abc"}, "gallery_root": "/g"}
     index = (
         SearchIndex.build(x, items, meta, kind=kind, nlist=8, nprobe=3)
-        if kind == "ivf"
+        if kind in ("ivf", "ivfpq")
         else SearchIndex.build(x, items, meta, kind=kind)
     )
     before = index.search(q, 7)
@@ -93,7 +119,7 @@ def test_save_load_round_trip(
     assert loaded.kind == kind and len(loaded) == 1000 and loaded.dim == 32
     assert loaded.meta == meta
     assert loaded.options == index.options
-    assert loaded.items[5] == {"id": 5, "path": "/g/5.png", "label": "c5"}
+    assert loaded.items[5] == {"id": 5, "path": "/g/5.png", "label": "c5", "meta": {}}
     assert loaded.items[-1]["id"] == 999
     assert [it["id"] for it in loaded.items[10:13]] == [10, 11, 12]
     saved = json.loads((tmp_path / "idx" / "meta.json").read_text())
@@ -120,7 +146,7 @@ def test_k_larger_than_gallery_pads_with_minus_one() -> None:
 def test_bad_inputs(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
     x, q = data
     with pytest.raises(
-        ValueError, match="unknown index kind 'annoy'; valid kinds: flat, ivf, hnsw"
+        ValueError, match="unknown index kind .annoy.; valid kinds: flat, ivf, hnsw, ivfpq"
     ):
         SearchIndex.build(x, kind="annoy")
     with pytest.raises(ValueError, match="row 1 has norm 2"):
@@ -132,7 +158,9 @@ def test_bad_inputs(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None
         index.search(q[:, :16], 3)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         index.search(q, 0)
-    with pytest.raises(ValueError, match="nprobe applies to ivf indexes; this one is flat"):
+    with pytest.raises(
+        ValueError, match="nprobe applies to ivf and ivfpq indexes; this one is flat"
+    ):
         index.set_search_params(nprobe=2)
     with pytest.raises(ValueError, match="nlist=100 cells need at least as many vectors"):
         SearchIndex.build(x[:50], kind="ivf", nlist=100)

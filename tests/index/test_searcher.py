@@ -70,7 +70,7 @@ def test_search_id_excludes_the_item(searcher: Searcher) -> None:
         assert all(h["id"] != i for h in hits)
         item = searcher.index.items[hits[0]["id"]]
         assert (hits[0]["path"], hits[0]["label"]) == (item["path"], item["label"])
-    with pytest.raises(IndexError, match="item id 60 out of range"):
+    with pytest.raises(IndexError, match="no item with id 60 in the gallery"):
         searcher.search_id(60)
 
 
@@ -81,7 +81,7 @@ def test_search_vector_normalizes_and_matches_brute_force(searcher: Searcher) ->
     scores, ids = brute_force(x, (v / np.linalg.norm(v))[None], 4)
     assert [h["id"] for h in hits] == ids[0].tolist()
     np.testing.assert_allclose([h["score"] for h in hits], scores[0], atol=1e-5)
-    assert set(hits[0]) == {"id", "path", "label", "score"}
+    assert set(hits[0]) == {"id", "path", "label", "meta", "score"}
     with pytest.raises(ValueError, match="finite and non-zero"):
         searcher.search_vector(np.zeros(x.shape[1]))
 
@@ -109,7 +109,7 @@ def test_embedding_file_round_trip(tmp_path: Path) -> None:
     assert loaded.label_names()[:3] == ["a", "b", "c"] and loaded.label_names()[7] is None
     assert loaded.meta["note"] == "x" and loaded.meta["count"] == 50 and loaded.meta["dim"] == 8
     index = SearchIndex.build(loaded.embeddings, loaded.items())
-    assert index.items[7] == {"id": 7, "path": "p7", "label": None}
+    assert index.items[7] == {"id": 7, "path": "p7", "label": None, "meta": {}}
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a vmfml embedding file: it lacks"):
         load_embedding_file(tmp_path / "other.npz")

@@ -1,4 +1,5 @@
-"""Embed a gallery, index it with faiss, search it: embedding files, `SearchIndex`, `Searcher`."""
+"""Embed a gallery, index it, keep it live, search it: embedding files, `SearchIndex` (the
+built faiss index), `Gallery` / `GalleryStore` (live: add, remove, filter), `Searcher`."""
 
 from vmfml.index.embeddings import (
     EmbeddingFile,
@@ -6,15 +7,21 @@ from vmfml.index.embeddings import (
     load_embedding_file,
     save_embedding_file,
 )
+from vmfml.index.gallery import Gallery
 from vmfml.index.grid import save_result_grid
 from vmfml.index.model_info import check_same_model, model_info
 from vmfml.index.search_index import KINDS, Items, SearchIndex
-from vmfml.index.searcher import Hit, Searcher
+from vmfml.index.searcher import Searcher
+from vmfml.index.store import GalleryStore, Hit, Item, open_gallery
+from vmfml.index.where import parse_where
 
 __all__ = [
     "KINDS",
     "EmbeddingFile",
+    "Gallery",
+    "GalleryStore",
     "Hit",
+    "Item",
     "Items",
     "SearchIndex",
     "Searcher",
@@ -22,6 +29,8 @@ __all__ = [
     "embed_into",
     "load_embedding_file",
     "model_info",
+    "open_gallery",
+    "parse_where",
     "save_embedding_file",
     "save_result_grid",
 ]

@@ -48,15 +48,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", help="the index's model checkpoint, if it moved since indexing"
     )
-    parser.add_argument("--nprobe", type=positive_int, help="ivf: cells scanned per query")
+    parser.add_argument(
+        "--where",
+        action="append",
+        metavar="FILTER",
+        help="only items that pass: label=NAME, path^=PREFIX, meta.NAME=VALUE (repeatable: ANDed)",
+    )
+    parser.add_argument("--milvus-uri", help="a Milvus index: this Milvus, not the recorded one")
+    parser.add_argument("--nprobe", type=positive_int, help="ivf/ivfpq: cells scanned per query")
     parser.add_argument(
         "--ef-search", type=positive_int, help="hnsw: candidates explored per query"
+    )
+    parser.add_argument(
+        "--refine-factor", type=positive_int, help="ivfpq: candidates re-ranked exactly, per hit"
     )
     add_on_error_argument(parser, "query image")
     add_model_run_arguments(parser, batch_size=64, loader=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vmfml.index.where import parse_where
+
+    args.where = parse_where(args.where)  # a bad filter is refused before any work
     if args.grid:
         check_output_file(args.grid, "--grid")
     embedding_files = [q for q in args.queries if str(q).endswith(".npz")]
@@ -115,10 +128,11 @@ def _search_images(
     searcher = Searcher.from_index(
         args.index,
         checkpoint=args.checkpoint,
+        milvus_uri=args.milvus_uri,
         device=resolve_device(args.device),
         batch_size=args.batch_size,
     )
-    searcher.index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
+    searcher.index.set_search_params(args.nprobe, args.ef_search, args.refine_factor)
     if args.on_error == "skip":
         channels = int(searcher.preprocessing["input_size"][0])
         readable = []
@@ -135,7 +149,7 @@ def _search_images(
     results: list[list[Any]] = []
     for start in range(0, len(queries), QUERY_CHUNK):
         paths = [path for path, _ in queries[start : start + QUERY_CHUNK]]
-        results.extend(searcher.search_images(paths, args.k))
+        results.extend(searcher.search_images(paths, args.k, args.where))
     return searcher.index, queries, results
 
 
@@ -144,13 +158,12 @@ def _search_embedding_files(
 ) -> tuple[Any, list[tuple[Path, str | None]], list[list[Any]]]:
     from vmfml.index.embeddings import load_embedding_file
     from vmfml.index.model_info import check_same_model
-    from vmfml.index.search_index import SearchIndex
+    from vmfml.index.store import open_gallery
 
-    index = SearchIndex.load(args.index)
-    index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
+    index = open_gallery(args.index, milvus_uri=args.milvus_uri)
+    index.set_search_params(args.nprobe, args.ef_search, args.refine_factor)
     queries: list[tuple[Path, str | None]] = []
     results: list[list[Any]] = []
-    items = index.items
     for file in files:
         data = load_embedding_file(file)
         check_same_model(
@@ -163,17 +176,11 @@ def _search_embedding_files(
             )
         labels = data.label_names()
         for start in range(0, len(data), QUERY_CHUNK):
-            scores, ids = index.search(
-                np.asarray(data.embeddings[start : start + QUERY_CHUNK]), args.k
-            )
-            for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
-                results.append(
-                    [
-                        {**items[i], "score": s}
-                        for s, i in zip(row_scores, row_ids, strict=True)
-                        if i >= 0
-                    ]
+            results.extend(
+                index.hits(
+                    np.asarray(data.embeddings[start : start + QUERY_CHUNK]), args.k, args.where
                 )
+            )
         queries.extend(
             (Path(p) if p else Path(f"{file}#{i}"), labels[i]) for i, p in enumerate(data.paths)
         )

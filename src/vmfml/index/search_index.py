@@ -7,18 +7,27 @@ Three kinds, all ranking by the dot product (= cosine similarity for unit vector
            `nprobe` nearest cells. Needs a training sample; recall rises with nprobe.
     hnsw   IndexHNSWFlat: a navigable small-world graph with `m` links per vector; a query
            explores `ef_search` candidates. No training; higher memory (links), fast queries.
+    ivfpq  OPQ rotation + IVF + product quantisation (`pq_bytes` bytes per vector): the compressed
+           kind. The best `refine_factor * k` candidates are re-ranked exactly from the float32
+           vectors, kept on disk (vectors.f32) and memory-mapped: page cache, not anonymous memory.
 
 On disk an index is a folder:
 
     index.faiss   the faiss index (faiss.write_index)
     meta.json     format, version, kind, dim, count, options and whatever the caller recorded
                   (the model: config, checkpoint, preprocessing, fingerprint; the gallery root...)
-    items.json    {"paths": [...], "labels": [...]}: row i of the index is item i
+    items.json    {"ids": [...], "paths": [...], "labels": [...], "metas": [...]}: row i of the
+                  faiss index is the item with id ids[i] (format 1: no ids, row i is id i)
+    vectors.f32   ivfpq only: the float32 rows [N, D], for the exact re-rank
+    updates.sqlite  the writes since the build (`vmfml.index.write_log`; format 2)
+
+Item ids are stable: a row keeps its id through later adds, removals and compacting rebuilds, and
+an id is never given out twice (meta.json's next_id, then the write log's).
 
 The folder is written whole and swapped in for an existing one in a single rename
 (`vmfml.files.atomic_folder`): a rebuild killed at any point leaves the previous index or the new
 one, never index.faiss of one and meta.json of the other. meta.json also records the size and
-SHA-256 of index.faiss and items.json, and `load` refuses a folder whose files do not match it
+SHA-256 of the built part (index.faiss, items.json, vectors.f32), and `load` refuses a folder whose files do not match it
 (one mixed by hand, or by a version of vmfml that wrote the files one by one).
 """
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,29 +48,44 @@ import torch
 from vmfml.files import atomic_folder, file_digest, temp_entries
 
 FORMAT = "vmfml-index"
-VERSION = 1
-KINDS = ("flat", "ivf", "hnsw")
+VERSION = 2
+KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 FILES = ("index.faiss", "meta.json", "items.json")
-# The files meta.json vouches for, by size and SHA-256.
+VECTORS_FILE = "vectors.f32"
+# The files meta.json vouches for, by size and SHA-256 (vectors.f32 too where there is one).
 CHECKED_FILES = ("index.faiss", "items.json")
 # meta.json keys written by `save` (not the caller's own metadata).
-RESERVED_META = ("format", "version", "kind", "dim", "count", "metric", "options", "files")
+RESERVED_META = (
+    "format", "version", "kind", "dim", "count", "next_id", "metric", "options", "files"
+)  # fmt: skip
 # Rows per faiss.add call: bounds the float32 copy of a memory-mapped input to ~32 MiB at D=128.
 CHUNK_ROWS = 65_536
+# A filter that leaves at most this many rows is searched exactly (by their stored vectors) on
+# the approximate kinds: graph and cell searches miss matches that lie far from the query.
+EXACT_FILTER_ROWS = 10_000
 # How far from 1 an embedding's norm may be before it is refused as "not on the unit sphere".
 NORM_TOLERANCE = 1e-3
 
 
 class Items(Sequence[dict[str, Any]]):
-    """The gallery items, a read-only list of `{"id", "path", "label"}` dicts built on access.
+    """Items in row order, a read-only list of `{"id", "path", "label", "meta"}` dicts built on
+    access (`meta`: the item's own metadata, {} where none).
 
-    Paths and labels are stored as two plain lists: a million dicts would cost far more memory
-    than the index itself.
+    Ids, paths, labels and metadata are stored as plain columns: a million dicts would cost far
+    more memory than the index itself.
     """
 
-    def __init__(self, paths: list[str | None], labels: list[str | None]) -> None:
+    def __init__(
+        self,
+        paths: list[str | None],
+        labels: list[str | None],
+        ids: np.ndarray | None = None,
+        metas: list[dict[str, Any] | None] | None = None,
+    ) -> None:
         self._paths = paths
         self._labels = labels
+        self._ids = ids
+        self._metas = metas
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -77,9 +102,14 @@ class Items(Sequence[dict[str, Any]]):
         n = len(self._paths)
         i = int(i)  # numpy integers too; the dict must hold a plain int (JSON)
         if not -n <= i < n:
-            raise IndexError(f"item id {i} out of range: the index holds {n} items")
+            raise IndexError(f"item {i} out of range: the index holds {n} items")
         i %= n
-        return {"id": i, "path": self._paths[i], "label": self._labels[i]}
+        return {
+            "id": i if self._ids is None else int(self._ids[i]),
+            "path": self._paths[i],
+            "label": self._labels[i],
+            "meta": dict(self._metas[i] or {}) if self._metas is not None else {},
+        }
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return (self[i] for i in range(len(self)))
@@ -97,7 +127,9 @@ class SearchIndex:
     """A faiss inner-product index over unit embeddings `[N, D]` plus items and metadata.
 
     Build one with `SearchIndex.build`, grow it with `add`, persist it with `save` / `load`, and
-    query it with `search`. Row i of the index is `items[i]`.
+    query it with `search`. Row r of the faiss index is `items[r]`, whose id is `ids[r]`; ids rise
+    with the row (ids 0..N-1 for a fresh build). The live gallery (`vmfml.index.Gallery`) builds on
+    this class: it adds and masks out rows, and keeps the ids stable.
 
     Example:
         >>> x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
@@ -123,8 +155,16 @@ class SearchIndex:
         self.kind = kind
         self.meta: dict[str, Any] = dict(meta or {})
         self.options: dict[str, Any] = dict(options or {})
-        self._paths: list[str | None] = [None] * faiss_index.ntotal
-        self._labels: list[str | None] = [None] * faiss_index.ntotal
+        n = faiss_index.ntotal
+        self._paths: list[str | None] = [None] * n
+        self._labels: list[str | None] = [None] * n
+        self._metas: list[dict[str, Any] | None] = [None] * n
+        self._ids = np.arange(n, dtype=np.int64)
+        self.next_id = n
+        # ivfpq: the exact float32 rows: those read from vectors.f32 (a memory map), then the
+        # rows added since (in memory).
+        self._stored: np.ndarray | None = None
+        self._added = np.empty((0, faiss_index.d), dtype=np.float32)
         self._direct_map = False
 
     # ---- construction ------------------------------------------------------------------------
@@ -137,11 +177,15 @@ class SearchIndex:
         meta: dict[str, Any] | None = None,
         kind: str = "flat",
         *,
+        ids: Sequence[int] | np.ndarray | None = None,
         nlist: int | None = None,
         nprobe: int | None = None,
         m: int = 32,
         ef_construction: int = 40,
         ef_search: int = 64,
+        pq_bytes: int | None = None,
+        opq: bool = False,
+        refine_factor: int = 8,
         train_size: int | None = None,
         chunk_rows: int = CHUNK_ROWS,
         seed: int = 0,
@@ -151,17 +195,27 @@ class SearchIndex:
 
         Args:
             embeddings: float `[N, D]` unit rows; a memory map is read one chunk at a time.
-            items: N dicts with optional `"path"` and `"label"` (class name); None: unnamed.
+            items: N dicts with optional `"path"`, `"label"` (class name) and `"meta"` (a dict
+                of JSON scalars, for filters); None: unnamed.
             meta: recorded with the index (model info, gallery root...).
-            kind: "flat" (exact), "ivf" or "hnsw".
-            nlist: ivf cells; default `4 sqrt(N)`, at most N / 39 (faiss wants >= 39 training
-                points per cell), at least 1.
-            nprobe: ivf cells scanned per query; default `nlist / 16` (at least 1, at most nlist).
+            kind: "flat" (exact), "ivf", "hnsw" or "ivfpq" (compressed).
+            ids: the N item ids, rising (default 0..N-1): a compacting rebuild keeps the old ones.
+            nlist: ivf/ivfpq cells; default `4 sqrt(N)`, at most N / 39 (faiss wants >= 39
+                training points per cell), at least 1.
+            nprobe: ivf/ivfpq cells scanned per query; default `nlist / 16` (>= 1, <= nlist).
             m: hnsw links per vector.
             ef_construction: hnsw candidate list while building.
             ef_search: hnsw candidate list while searching (>= k is needed for k results).
-            train_size: ivf training rows, sampled uniformly at random; default `64 nlist`
-                (at most N). A random sample matters: galleries are usually sorted by class.
+            pq_bytes: ivfpq code size per vector, dividing D; default D / 8 (32x smaller than
+                float32; with refine_factor 8 it kept 10-recall@10 at 0.997 on 50,000 x 128,
+                where D / 4 needed as much memory again for 0.994 at refine 4: BENCHMARKS.md 4).
+            opq: ivfpq: rotate the vectors (OPQ) before quantising them (slow to train; see
+                BENCHMARKS.md section 4 for what it gains).
+            refine_factor: ivfpq: candidates re-ranked exactly per result (k * refine_factor);
+                a search-time setting (`set_search_params`).
+            train_size: ivf/ivfpq training rows, sampled uniformly at random; default `64 nlist`
+                for ivf, at least 256 * 39 for ivfpq's codebooks (at most N). A random sample
+                matters: galleries are usually sorted by class.
             chunk_rows: rows per `add` call.
             seed: of the training sample and of k-means.
             progress: tqdm bar while adding.
@@ -192,20 +246,39 @@ class SearchIndex:
             _check_positive(nlist=nlist, nprobe=nprobe)
             if nlist > n:
                 raise ValueError(f"nlist={nlist} cells need at least as many vectors; got N={n}")
-            train_size = min(n, 64 * nlist if train_size is None else train_size)
+            if train_size is None:
+                train_size = 64 * nlist if kind == "ivf" else max(64 * nlist, 256 * 39)
+            train_size = min(n, train_size)
             if train_size < nlist:
                 raise ValueError(f"train_size={train_size} is smaller than nlist={nlist}")
-            quantizer = faiss.IndexFlatIP(d)
-            faiss_index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-            faiss_index.cp.seed = seed
+            options = {"nlist": nlist, "nprobe": min(nprobe, nlist), "train_size": train_size}
+            if kind == "ivf":
+                description = f"IVF{nlist},Flat"
+            else:
+                pq_bytes = max(1, d // 8) if pq_bytes is None else pq_bytes
+                _check_positive(pq_bytes=pq_bytes, refine_factor=refine_factor)
+                if d % pq_bytes:
+                    divisors = [b for b in range(1, d + 1) if d % b == 0]
+                    raise ValueError(
+                        f"pq_bytes={pq_bytes} must divide the dimension {d}; valid: "
+                        + ", ".join(map(str, divisors))
+                    )
+                if n < 256:
+                    raise ValueError(f"ivfpq needs at least 256 vectors to train; got N={n}")
+                # "np": no polysemous training (slow, and only for Hamming-thresholded search)
+                description = f"{f'OPQ{pq_bytes},' if opq else ''}IVF{nlist},PQ{pq_bytes}np"
+                options.update(pq_bytes=pq_bytes, opq=opq, refine_factor=refine_factor)
+            faiss_index = faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)
+            faiss.extract_index_ivf(faiss_index).cp.seed = seed
             rows = np.sort(np.random.default_rng(seed).choice(n, size=train_size, replace=False))
             faiss_index.train(_as_float32(embeddings[rows], "training sample"))
-            options = {"nlist": nlist, "nprobe": min(nprobe, nlist), "train_size": train_size}
         index = cls(faiss_index, kind, meta, options)
+        if kind == "ivfpq":
+            index._stored = np.empty((0, d), dtype=np.float32)
         index.set_search_params(
             **{k: v for k, v in options.items() if k in ("nprobe", "ef_search")}
         )
-        index.add(embeddings, items, chunk_rows=chunk_rows, progress=progress)
+        index.add(embeddings, items, ids=ids, chunk_rows=chunk_rows, progress=progress)
         return index
 
     def add(
@@ -213,12 +286,14 @@ class SearchIndex:
         embeddings: np.ndarray | torch.Tensor,
         items: Sequence[dict[str, Any]] | None = None,
         *,
+        ids: Sequence[int] | np.ndarray | None = None,
         chunk_rows: int = CHUNK_ROWS,
         progress: bool = False,
     ) -> None:
-        """Append `embeddings` `[M, D]` (unit rows) and their items; ids continue from `len(self)`.
+        """Append `embeddings` `[M, D]` (unit rows) and their items, as new rows.
 
-        Added `chunk_rows` at a time, so a memory-mapped input is never copied whole.
+        Their ids are `ids` (rising, above every id held) or continue from `next_id`. Added
+        `chunk_rows` at a time, so a memory-mapped input is never copied whole.
         """
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
             raise ValueError(
@@ -228,40 +303,64 @@ class SearchIndex:
         m = int(embeddings.shape[0])
         if items is not None and len(items) != m:
             raise ValueError(f"{m} embeddings but {len(items)} items")
+        new_ids = (
+            np.arange(self.next_id, self.next_id + m, dtype=np.int64)
+            if ids is None
+            else np.asarray(ids, dtype=np.int64).reshape(-1)
+        )
+        if len(new_ids) != m:
+            raise ValueError(f"{m} embeddings but {len(new_ids)} ids")
+        if m and (np.any(np.diff(new_ids) <= 0) or new_ids[0] < self.next_id):
+            raise ValueError(
+                f"item ids must rise and start at {self.next_id} or above (ids are never reused)"
+            )
         if not self.index.is_trained:
             raise ValueError(
                 f"this {self.kind} index is not trained; build it with SearchIndex.build"
             )
         from tqdm.auto import tqdm
 
+        added = []
         for start in tqdm(
             range(0, m, chunk_rows), desc=f"index ({self.kind})", disable=not progress
         ):
             chunk = _as_float32(embeddings[start : start + chunk_rows], "embeddings")
             _check_unit(chunk, first_row=start)
             self.index.add(chunk)
+            if self._stored is not None:
+                added.append(np.array(chunk))  # a copy: the caller's array may change
         if items is None:
-            self._paths.extend([None] * m)
-            self._labels.extend([None] * m)
-        else:
-            for item in items:
-                path, label = item.get("path"), item.get("label")
-                self._paths.append(None if path is None else str(path))
-                self._labels.append(None if label is None else str(label))
+            items = [{}] * m
+        for item in items:
+            path, label, meta = item.get("path"), item.get("label"), item.get("meta")
+            self._paths.append(None if path is None else str(path))
+            self._labels.append(None if label is None else str(label))
+            self._metas.append(dict(meta) if meta else None)
+        self._ids = np.concatenate([self._ids, new_ids])
+        if added:
+            self._added = np.concatenate([self._added, *added])
+        if m:
+            self.next_id = int(new_ids[-1]) + 1
         self._direct_map = False
 
     # ---- queries -----------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray | torch.Tensor, k: int, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar items of each query.
 
         Args:
             queries: float `[Q, D]` (unit rows, for scores that are cosines).
             k: neighbours per query, >= 1.
+            rows: bool `[N]`, the rows that may be returned (a faiss ID selector: exact on flat,
+                min(k, rows.sum()) hits; every hit among them on the other kinds, and exact
+                there too when at most `EXACT_FILTER_ROWS` rows pass); None: all.
 
         Returns:
             `(scores [Q, k] float32, ids [Q, k] int64)`, best first. Where fewer than k items are
-            reachable (k > N, or an ivf probe of sparse cells) the tail has id -1 and score -inf.
+            reachable (k > N, a filter, or an ivf probe of sparse cells) the tail has id -1 and
+            score -inf.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -276,26 +375,115 @@ class SearchIndex:
         if self.index.ntotal == 0:
             raise ValueError("the index is empty: add embeddings before searching")
         q = _as_float32(queries, "queries")
-        scores, ids = self.index.search(q, int(k))
-        scores[ids < 0] = -np.inf
-        return scores, ids.astype(np.int64, copy=False)
+        if rows is not None and self.kind != "flat":
+            allowed = np.flatnonzero(rows)
+            if len(allowed) <= EXACT_FILTER_ROWS:
+                return self._exact(q, allowed, int(k))
+        wanted = int(k) * (int(self.options["refine_factor"]) if self.kind == "ivfpq" else 1)
+        if rows is None:
+            scores, found = self.index.search(q, wanted)
+        else:
+            bitmap = np.packbits(np.asarray(rows, dtype=bool), bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bitmap))
+            scores, found = self.index.search(q, wanted, params=self._params(selector))
+        if self.kind == "ivfpq":
+            scores, found = self._rerank(q, found, int(k))
+        scores[found < 0] = -np.inf
+        return scores, np.where(found < 0, -1, self._ids[np.maximum(found, 0)])
 
-    def reconstruct(self, i: int) -> np.ndarray:
-        """The stored embedding `[D]` of item i."""
-        n = len(self)
-        if not 0 <= i < n:
-            raise IndexError(f"item id {i} out of range: the index holds {n} items")
+    def _exact(self, q: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the stored vectors of the `allowed` rows: `(scores, ids)`."""
+        sims = q @ self._row_vectors(allowed).T  # [Q, A]
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(q), k), -1, dtype=np.int64)
+        scores[:, : top.shape[1]] = np.take_along_axis(sims, top, axis=1)
+        ids[:, : top.shape[1]] = self._ids[allowed[top]]
+        return scores, ids
+
+    def _row_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored float32 vectors `[len(rows), D]` of rows (exact except for none: ivfpq
+        keeps them on disk, the other kinds store them whole)."""
+        if self.kind == "ivfpq":
+            return self._vectors(rows)
         if self.kind == "ivf" and not self._direct_map:
-            # IVF lists are not addressable by id until a direct map (8 bytes per item) exists.
             faiss.extract_index_ivf(self.index).make_direct_map()
             self._direct_map = True
-        return np.asarray(self.index.reconstruct(int(i)), dtype=np.float32)
+        return np.asarray(self.index.reconstruct_batch(rows.astype(np.int64)), dtype=np.float32)
 
-    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Trade speed for recall at query time: `nprobe` (ivf) or `ef_search` (hnsw)."""
+    def _params(self, selector: Any) -> Any:
+        """faiss search parameters with `selector`, keeping the search-time settings."""
+        params: Any = faiss  # its SWIG stubs lack these constructors' keyword arguments
+        if self.kind == "hnsw":
+            return params.SearchParametersHNSW(sel=selector, efSearch=self.options["ef_search"])
+        if self.kind in ("ivf", "ivfpq"):
+            return params.SearchParametersIVF(sel=selector, nprobe=self.options["nprobe"])
+        return params.SearchParameters(sel=selector)
+
+    def _rerank(
+        self, q: np.ndarray, candidates: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of the candidate rows by exact inner product with the stored vectors."""
+        exact = np.full(candidates.shape, -np.inf, dtype=np.float32)
+        for i, row in enumerate(candidates):
+            valid = row >= 0
+            exact[i, valid] = self._vectors(row[valid]) @ q[i]
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(candidates, order, axis=1)
+        best_scores = np.take_along_axis(exact, order, axis=1)
+        best[np.isneginf(best_scores)] = -1
+        if best.shape[1] < k:  # fewer candidates than k (k > N)
+            pad = k - best.shape[1]
+            best = np.pad(best, ((0, 0), (0, pad)), constant_values=-1)
+            best_scores = np.pad(best_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return best_scores, best
+
+    def _vectors(self, rows: np.ndarray) -> np.ndarray:
+        """ivfpq: the exact float32 vectors of `rows`, from the memory map or the added rows."""
+        assert self._stored is not None
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        n_stored = len(self._stored)
+        on_disk = rows < n_stored
+        out[on_disk] = self._stored[rows[on_disk]]
+        out[~on_disk] = self._added[rows[~on_disk] - n_stored]
+        return out
+
+    def row_of(self, item_id: int) -> int | None:
+        """The row holding item `item_id`, None if no row does."""
+        r = int(np.searchsorted(self._ids, int(item_id)))
+        return r if r < len(self._ids) and self._ids[r] == item_id else None
+
+    def reconstruct(self, i: int) -> np.ndarray:
+        """The stored embedding `[D]` of the item with id i."""
+        row = self.row_of(i)
+        if row is None:
+            raise IndexError(f"no item with id {i}: the index holds {len(self)} items")
+        if self.kind == "ivfpq":
+            return self._vectors(np.array([row]))[0]
+        if self.kind == "ivf" and not self._direct_map:
+            # IVF lists are not addressable by row until a direct map (8 bytes per item) exists.
+            faiss.extract_index_ivf(self.index).make_direct_map()
+            self._direct_map = True
+        return np.asarray(self.index.reconstruct(int(row)), dtype=np.float32)
+
+    def set_search_params(
+        self,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        refine_factor: int | None = None,
+    ) -> None:
+        """Trade speed for recall at query time: `nprobe` (ivf, ivfpq), `ef_search` (hnsw),
+        `refine_factor` (ivfpq)."""
+        if refine_factor is not None:
+            if self.kind != "ivfpq":
+                raise ValueError(f"refine_factor applies to ivfpq indexes; this one is {self.kind}")
+            _check_positive(refine_factor=refine_factor)
+            self.options["refine_factor"] = refine_factor
         if nprobe is not None:
-            if self.kind != "ivf":
-                raise ValueError(f"nprobe applies to ivf indexes; this one is {self.kind}")
+            if self.kind not in ("ivf", "ivfpq"):
+                raise ValueError(
+                    f"nprobe applies to ivf and ivfpq indexes; this one is {self.kind}"
+                )
             _check_positive(nprobe=nprobe)
             nlist = faiss.extract_index_ivf(self.index).nlist
             if nprobe > nlist:
@@ -320,9 +508,14 @@ class SearchIndex:
         return int(self.index.d)
 
     @property
+    def ids(self) -> np.ndarray:
+        """int64 `[N]`: the item id of each row (rising)."""
+        return self._ids
+
+    @property
     def items(self) -> Items:
-        """Item i is `{"id": i, "path": str | None, "label": str | None}` (label = class name)."""
-        return Items(self._paths, self._labels)
+        """Row r's item is `{"id", "path", "label", "meta"}` (label = class name)."""
+        return Items(self._paths, self._labels, self.ids, self._metas)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
@@ -331,12 +524,15 @@ class SearchIndex:
     # ---- persistence -------------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
-        """Write `index.faiss`, `meta.json` and `items.json` into `directory`, whole or not at all.
+        """Write the index folder `directory`, whole or not at all (format 2, with an empty
+        write log).
 
         The files are written into a new folder beside `directory`, which then replaces it in
         one rename; an existing `directory` must be empty or an index folder (it is replaced
         whole, so other files would be lost: see `check_destination`).
         """
+        from vmfml.index.write_log import WriteLog
+
         directory = Path(directory)
         check_destination(directory)
         meta = {
@@ -346,24 +542,48 @@ class SearchIndex:
             "kind": self.kind,
             "dim": self.dim,
             "count": len(self),
+            "next_id": self.next_id,
             "metric": "inner_product",
             "options": self.options,
         }
+        checked = CHECKED_FILES + ((VECTORS_FILE,) if self.kind == "ivfpq" else ())
 
         def write(folder: Path) -> None:
             faiss.write_index(self.index, str(folder / "index.faiss"))
+            if self.kind == "ivfpq":
+                self._write_vectors(folder / VECTORS_FILE)
             (folder / "items.json").write_text(
-                json.dumps({"paths": self._paths, "labels": self._labels})
+                json.dumps(
+                    {
+                        "ids": self.ids.tolist(),
+                        "paths": self._paths,
+                        "labels": self._labels,
+                        "metas": self._metas,
+                    }
+                )
             )
-            meta["files"] = {name: _fingerprint(folder / name) for name in CHECKED_FILES}
+            meta["files"] = {name: _fingerprint(folder / name) for name in checked}
             (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+            WriteLog(
+                folder, file_digest(folder / "meta.json"), self.next_id, self.dim, create=True
+            ).close()
+            _fsync_folder(folder)  # on disk before it replaces a folder (a compaction's writes)
 
         atomic_folder(directory, write)
         return directory
 
+    def _write_vectors(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            for start in range(0, len(self), CHUNK_ROWS):
+                rows = np.arange(start, min(len(self), start + CHUNK_ROWS))
+                f.write(np.ascontiguousarray(self._vectors(rows), dtype=np.float32).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+
     @classmethod
     def load(cls, directory: str | Path) -> SearchIndex:
-        """Read an index folder written by `save`.
+        """Read the built part of an index folder written by `save` (format 1 or 2); the writes
+        since (`updates.sqlite`) are the live gallery's (`vmfml.index.Gallery`).
 
         Raises:
             FileNotFoundError: the folder or one of its files is missing (named).
@@ -393,7 +613,9 @@ class SearchIndex:
             raise ValueError(f"{directory}/meta.json is not vmfml index metadata")
         if int(meta.get("version", 0)) > VERSION:
             raise ValueError(f"{directory} was written by a newer vmfml (format {meta['version']})")
-        _check_files(directory, meta.get("files"))
+        kind = meta["kind"]
+        _check_kind(kind)
+        _check_files(directory, meta.get("files"), kind)
         try:
             stored = json.loads((directory / "items.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -408,21 +630,55 @@ class SearchIndex:
                 f"{faiss_index.d}-dimensional vectors"
             )
         paths, labels = stored.get("paths", []), stored.get("labels", [])
-        if not (int(meta["count"]) == faiss_index.ntotal == len(paths) == len(labels)):
+        ids = stored.get("ids", list(range(len(paths))))
+        metas = stored.get("metas", [None] * len(paths))
+        if not (
+            int(meta["count"]) == faiss_index.ntotal == len(paths) == len(labels) == len(ids)
+            == len(metas)
+        ):  # fmt: skip
             raise ValueError(
                 f"{directory}: inconsistent counts: meta.json {meta['count']}, index.faiss "
-                f"{faiss_index.ntotal}, items.json {len(paths)} paths / {len(labels)} labels"
+                f"{faiss_index.ntotal}, items.json {len(paths)} paths / {len(labels)} labels / "
+                f"{len(ids)} ids"
             )
-        kind = meta["kind"]
         options = dict(meta.get("options", {}))
         own = {k: meta[k] for k in meta if k not in RESERVED_META}
         index = cls(faiss_index, kind, own, options)
-        index._paths, index._labels = list(paths), list(labels)
+        index._paths, index._labels, index._metas = list(paths), list(labels), list(metas)
+        index._ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if np.any(np.diff(index.ids) <= 0):
+            raise ValueError(f"{directory}/items.json: item ids do not rise")
+        index.next_id = int(meta.get("next_id", len(paths)))
+        if kind == "ivfpq":
+            index._stored = _map_vectors(directory / VECTORS_FILE, len(paths), faiss_index.d)
         index.set_search_params(
-            nprobe=options.get("nprobe") if kind == "ivf" else None,
+            nprobe=options.get("nprobe") if kind in ("ivf", "ivfpq") else None,
             ef_search=options.get("ef_search") if kind == "hnsw" else None,
         )
         return index
+
+
+def _fsync_folder(folder: Path) -> None:
+    for path in folder.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _map_vectors(path: Path, n: int, d: int) -> np.ndarray:
+    """vectors.f32 memory-mapped read-only (file-backed pages: not the process's own memory)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent} is not a complete ivfpq index: missing {path.name}")
+    if path.stat().st_size != n * d * 4:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {n} x {d} float32")
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(n, d))
 
 
 def _check_kind(kind: str) -> None:
@@ -479,8 +735,11 @@ def check_destination(directory: str | Path) -> None:
     if not directory.is_dir():
         raise ValueError(f"cannot write an index to {directory}: it exists and is not a folder")
     leftover = re.compile(rf"^\.({'|'.join(map(re.escape, FILES))})\..*\.tmp$")
+    from vmfml.index.write_log import COMPANIONS
+
+    own = (*FILES, VECTORS_FILE, *COMPANIONS, "milvus.db")  # milvus.db: a Milvus Lite gallery
     foreign = sorted(
-        p.name for p in directory.iterdir() if p.name not in FILES and not leftover.match(p.name)
+        p.name for p in directory.iterdir() if p.name not in own and not leftover.match(p.name)
     )
     if foreign:
         shown = ", ".join(foreign[:5]) + (
@@ -497,16 +756,17 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": file_digest(path)}
 
 
-def _check_files(directory: Path, recorded: Any) -> None:
+def _check_files(directory: Path, recorded: Any, kind: str) -> None:
     """Refuse files that are not those meta.json was written with (sizes first: cheap)."""
     if recorded is None:  # written before meta.json recorded its files
         return
+    checked = CHECKED_FILES + ((VECTORS_FILE,) if kind == "ivfpq" else ())
     if not isinstance(recorded, dict) or any(
-        not isinstance(recorded.get(name), dict) for name in CHECKED_FILES
+        not isinstance(recorded.get(name), dict) for name in checked
     ):
         raise ValueError(f"{directory}/meta.json: damaged 'files' record")
     for check in ("bytes", "sha256"):
-        for name in CHECKED_FILES:
+        for name in checked:
             path = directory / name
             actual = path.stat().st_size if check == "bytes" else file_digest(path)
             if actual != recorded[name].get(check):

@@ -1,15 +1,16 @@
-"""`Searcher`: an embedding model and a `SearchIndex` together, from images to ranked hits.
+"""`Searcher`: an embedding model and a gallery together, from images to ranked hits.
 
-The model is rebuilt from the checkpoint the index recorded, and refused if its weights are not
-the ones that embedded the gallery: queries and gallery must share one embedding space.
-This is the API the web server (`vmfml serve`) is built on.
+The gallery is any `GalleryStore` (an index folder, or Milvus), live: a write by another process
+shows in the next search. The model is rebuilt from the checkpoint the index recorded, and
+refused if its weights are not the ones that embedded the gallery: queries and gallery must share
+one embedding space. This is the API the web server (`vmfml serve`) is built on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,19 +19,12 @@ from torch import nn
 
 from vmfml.index.images import prepare
 from vmfml.index.model_info import check_same_model, describe, model_info
-from vmfml.index.search_index import SearchIndex
+from vmfml.index.store import GalleryStore, Hit, Where, open_gallery
 from vmfml.models.inference import embed_batches
 
 ImageLike = Image.Image | str | Path
 
-
-class Hit(TypedDict):
-    """One search result: the gallery item and its cosine similarity to the query."""
-
-    id: int
-    path: str | None
-    label: str | None
-    score: float
+__all__ = ["Hit", "ImageLike", "Searcher"]
 
 
 class Searcher:
@@ -38,7 +32,8 @@ class Searcher:
 
     Args:
         model: the embedding model (unit `[B, D]` output, `.preprocessing`).
-        index: the gallery index; it must have been built with this model's embeddings.
+        index: the gallery (`GalleryStore`, e.g. `open_gallery(folder)`); it must have been
+            built with this model's embeddings.
         device: where the model runs.
         batch_size: images per forward pass in `search_images`.
         checkpoint: the model's checkpoint path (only used to name the model in messages).
@@ -50,7 +45,7 @@ class Searcher:
     def __init__(
         self,
         model: nn.Module,
-        index: SearchIndex,
+        index: GalleryStore,
         *,
         device: str | torch.device = "cpu",
         batch_size: int = 64,
@@ -82,13 +77,15 @@ class Searcher:
         index_dir: str | Path,
         *,
         checkpoint: str | Path | None = None,
+        milvus_uri: str | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 64,
     ) -> Searcher:
-        """Load an index folder and rebuild its model from the checkpoint it recorded.
+        """Open an index folder's gallery and rebuild its model from the checkpoint it recorded.
 
         Args:
             index_dir: a folder written by `SearchIndex.save` / `vmfml index`.
+            milvus_uri: a Milvus gallery's Milvus, if not the one recorded.
             checkpoint: use this checkpoint instead of the recorded one (e.g. the file moved);
                 it must hold the same weights.
 
@@ -99,7 +96,7 @@ class Searcher:
         """
         from vmfml.train.checkpoint import load_embedding_model
 
-        index = SearchIndex.load(index_dir)
+        index = open_gallery(index_dir, milvus_uri=milvus_uri)
         if checkpoint is None:
             checkpoint = (index.meta.get("model") or {}).get("checkpoint")
             if checkpoint is None:
@@ -139,33 +136,39 @@ class Searcher:
 
     # ---- searching ---------------------------------------------------------------------------
 
-    def search_image(self, image: ImageLike, k: int = 5) -> list[Hit]:
+    def search_image(self, image: ImageLike, k: int = 5, where: Where = None) -> list[Hit]:
         """The k gallery items most similar to one image (PIL image or path)."""
-        return self.search_images([image], k)[0]
+        return self.search_images([image], k, where)[0]
 
-    def search_images(self, images: Sequence[ImageLike], k: int = 5) -> list[list[Hit]]:
+    def search_images(
+        self, images: Sequence[ImageLike], k: int = 5, where: Where = None
+    ) -> list[list[Hit]]:
         """The k gallery items most similar to each image, one list of hits per image."""
         if isinstance(images, (str, Path, Image.Image)):
             raise ValueError("search_images takes a list of images; use search_image for one")
-        return self.search_vectors(self.embed_images(images), k)
+        return self.search_vectors(self.embed_images(images), k, where)
 
-    def search_id(self, i: int, k: int = 5) -> list[Hit]:
+    def search_id(self, i: int, k: int = 5, where: Where = None) -> list[Hit]:
         """The k gallery items most similar to gallery item i, the item itself excluded."""
         vector = self.index.reconstruct(i)
-        hits = self.search_vectors(vector[None], k + 1)[0]
+        hits = self.search_vectors(vector[None], k + 1, where)[0]
         return [h for h in hits if h["id"] != i][:k]
 
     def search_vector(
-        self, vector: np.ndarray | torch.Tensor | Sequence[float], k: int = 5
+        self, vector: np.ndarray | torch.Tensor | Sequence[float], k: int = 5, where: Where = None
     ) -> list[Hit]:
         """The k gallery items most similar to one embedding `[D]` (normalized here)."""
         v = _as_numpy(vector)
         if v.ndim != 1:
             raise ValueError(f"search_vector takes one vector [D], got shape {v.shape}")
-        return self.search_vectors(v[None], k)[0]
+        return self.search_vectors(v[None], k, where)[0]
 
-    def search_vectors(self, vectors: np.ndarray | torch.Tensor, k: int = 5) -> list[list[Hit]]:
-        """The k gallery items most similar to each row of `vectors` `[Q, D]` (normalized here).
+    def search_vectors(
+        self, vectors: np.ndarray | torch.Tensor, k: int = 5, where: Where = None
+    ) -> list[list[Hit]]:
+        """The k gallery items most similar to each row of `vectors` `[Q, D]` (normalized here),
+        among those that pass `where` (e.g. `["label=shoe", "path^=shop7/"]`, see
+        `vmfml.index.where`).
 
         Ids of -1 (fewer than k reachable items) are dropped, so a list may hold fewer than k hits.
         """
@@ -180,18 +183,7 @@ class Searcher:
         norms = np.linalg.norm(v, axis=1, keepdims=True)
         if not np.all(norms > 0) or not np.all(np.isfinite(norms)):
             raise ValueError("query vectors must be finite and non-zero")
-        scores, ids = self.index.search(v / norms, k)
-        items = self.index.items
-        results: list[list[Hit]] = []
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            row: list[Hit] = []
-            for score, i in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
-                if i < 0:
-                    continue
-                item = items[i]
-                row.append(Hit(id=i, path=item["path"], label=item["label"], score=float(score)))
-            results.append(row)
-        return results
+        return self.index.hits(v / norms, k, where)
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor | Sequence[float]) -> np.ndarray:
