@@ -10,9 +10,10 @@ from vmfml.index.embeddings import (
 from vmfml.index.gallery import Gallery
 from vmfml.index.grid import save_result_grid
 from vmfml.index.model_info import check_same_model, model_info
+from vmfml.index.open_gallery import open_gallery
 from vmfml.index.search_index import KINDS, Items, SearchIndex
 from vmfml.index.searcher import Searcher
-from vmfml.index.store import GalleryStore, Hit, Item, open_gallery
+from vmfml.index.store import GalleryStore, Hit, Item
 from vmfml.index.where import parse_where
 
 __all__ = [

@@ -19,7 +19,8 @@ from torch import nn
 
 from vmfml.index.images import prepare
 from vmfml.index.model_info import check_same_model, describe, model_info
-from vmfml.index.store import GalleryStore, Hit, Where, open_gallery
+from vmfml.index.open_gallery import open_gallery
+from vmfml.index.store import GalleryStore, Hit, Where
 from vmfml.models.inference import embed_batches
 
 ImageLike = Image.Image | str | Path

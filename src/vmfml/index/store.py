@@ -12,7 +12,6 @@ and makes a write visible to its searches as soon as the write returns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
 import numpy as np
@@ -99,22 +98,3 @@ class GalleryStore(Protocol):
         """Search-time recall/speed settings of the approximate kinds."""
 
     def close(self) -> None: ...
-
-
-def open_gallery(directory: str | Path, *, milvus_uri: str | None = None) -> GalleryStore:
-    """The live gallery of an index folder written by `vmfml index`, on the engine it records.
-
-    Args:
-        directory: the index folder.
-        milvus_uri: for a Milvus gallery, use this Milvus instead of the recorded one.
-    """
-    from vmfml.index.gallery import Gallery, read_meta
-
-    meta = read_meta(Path(directory))
-    if meta.get("backend", "faiss") == "milvus":
-        from vmfml.index.milvus_store import MilvusGallery
-
-        return MilvusGallery.open(directory, uri=milvus_uri)
-    if milvus_uri is not None:
-        raise ValueError(f"--milvus-uri given but {directory} is a faiss index, not a Milvus one")
-    return Gallery(directory)
