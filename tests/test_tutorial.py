@@ -32,6 +32,8 @@ NOT_RUN = [
     ("README.md", ".venv/bin/vmfml train --directions global", "own folders, CUB-200, minutes"),
     ("README.md", "# one machine, 4 GPUs", "GPUs and several machines"),
     ("README.md", ".venv/bin/vmfml embed  --checkpoint", "paths of your own; serve"),
+    ("README.md", ".venv/bin/vmfml classify path/to/photos", "paths of your own"),
+    ("README.md", ".venv/bin/vmfml index add", "paths of your own"),
     ("README.md", ".venv/bin/vmfml bench --profile quick", "benchmark profiles"),
     ("docs/tutorial.md", ".venv/bin/vmfml train --data photos/fashion-2k --split", "a 2nd run"),
     ("docs/tutorial.md", ".venv/bin/vmfml serve --index runs/photos/index --port 8000\n", "serve"),

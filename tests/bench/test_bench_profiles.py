@@ -223,17 +223,17 @@ def test_committed_records_keep_their_ids() -> None:
 
 
 def _add_a_new_config_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TrainConfig gains one more option, `log_to` (default "none"), as a new feature adds one."""
+    """TrainConfig gains one more option, `future_option` (default "none"), as a new feature adds one."""
     from vmfml.train import config as config_module
 
     @dataclasses.dataclass
     class WithNewKey(config_module.TrainConfig):
-        log_to: str = "none"
+        future_option: str = "none"
 
     monkeypatch.setattr(config_module, "TrainConfig", WithNewKey)
     config_module._field_types.cache_clear()
     _run_id.cache_clear()
-    assert canonical_settings({})["log_to"] == "none"  # the new key is really there
+    assert canonical_settings({})["future_option"] == "none"  # the new key is really there
 
 
 @pytest.fixture(autouse=True)
@@ -259,8 +259,8 @@ def test_a_new_config_key_at_its_default_leaves_every_id_unchanged(
         s.run_id for s in specs
     ]
     for spec in specs[:10]:
-        assert run_id({**spec.settings, "log_to": "none"}) == spec.run_id  # spelled out
-        assert run_id({**spec.settings, "log_to": "mlflow"}) != spec.run_id
+        assert run_id({**spec.settings, "future_option": "none"}) == spec.run_id  # spelled out
+        assert run_id({**spec.settings, "future_option": "other"}) != spec.run_id
     # A record made after the key existed stores it; its id is the one made without it.
     record = {"run_id": specs[0].run_id, "settings": canonical_settings(specs[0].settings)}
-    assert "log_to" in record["settings"] and current_id(record) == specs[0].run_id
+    assert "future_option" in record["settings"] and current_id(record) == specs[0].run_id

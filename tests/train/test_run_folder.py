@@ -466,7 +466,7 @@ def test_resume_of_a_finished_run_says_it_is_done_and_neither_trains_nor_tests(
     again = run_cli("train", "--resume", *flags(settings))
     assert again.code == 0, again.err
     assert again.out.strip() == (
-        f"{out} holds a finished run (epoch 1 of 1: all 1 epochs done); nothing to resume. Its "
+        f"{out} holds a finished run (epoch 1 of 1: the only epoch done); nothing to resume. Its "
         f"test metrics are in {out / 'metrics.json'}, measured on the kept epoch 1. Pass "
         "--overwrite to train it again, or --out-dir NEW."
     )
