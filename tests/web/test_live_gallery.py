@@ -255,3 +255,63 @@ def test_writes_need_the_api_key_when_one_is_set(folder: Path) -> None:
         assert r.status_code == 201
         assert c.delete("/api/items/0", headers=key).status_code == 200
         assert c.get("/api/health").json()["count"] == 60
+
+
+# ---- filters ---------------------------------------------------------------------------------
+
+
+def test_vector_and_image_search_take_a_where_filter(
+    writable: TestClient,
+    gallery,  # noqa: ANN001
+) -> None:
+    label = gallery.labels[20]
+    v = gallery.reference[0].tolist()  # of another class than item 20
+    hits = writable.post(
+        "/api/search/vector", json={"vector": v, "k": 100, "where": {"label": label}}
+    ).json()["results"]
+    wanted = {i for i in range(60) if gallery.labels[i] == label}
+    assert {h["id"] for h in hits} == wanted and 0 not in wanted
+    prefix = f"{gallery.paths[20].parent}/"  # the path as the index stores it
+    by_prefix = writable.post(
+        "/api/search/vector", json={"vector": v, "k": 100, "where": {"path_prefix": prefix}}
+    ).json()["results"]
+    assert (
+        {h["id"] for h in by_prefix}
+        == {i for i in range(60) if str(gallery.paths[i]).startswith(prefix)}
+        == wanted
+    )
+    added = writable.post(
+        "/api/items", json={"vector": unit(-gallery.reference[0]), "metadata": {"camera": 3}}
+    ).json()["id"]
+    only = writable.post(
+        "/api/search/vector", json={"vector": v, "k": 5, "where": {"meta": {"camera": 3}}}
+    ).json()["results"]
+    assert [h["id"] for h in only] == [added]  # the farthest item, the only one that passes
+    wrong_type = writable.post(
+        "/api/search/vector", json={"vector": v, "k": 5, "where": {"meta": {"camera": "3"}}}
+    ).json()["results"]
+    assert wrong_type == []
+    files = {"file": ("q.png", gallery.paths[0].read_bytes(), "image/png")}
+    by_image = writable.post(
+        "/api/search/image", files=files, data={"k": "100", "where": f'{{"label": "{label}"}}'}
+    ).json()["results"]
+    assert {h["id"] for h in by_image} == wanted
+
+
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [
+        ({"colour": "red"}, "colour"),
+        ({"label": 3}, "label"),
+        ({"label": ""}, "label"),
+        ({"meta": {"a b": 1}}, "bad name"),
+        ({"meta": {"x": [1]}}, "meta"),
+        ("label=shoe", "where"),
+    ],
+)
+def test_bad_filters_are_422(writable: TestClient, gallery, where: object, needle: str) -> None:  # noqa: ANN001
+    r = writable.post("/api/search/vector", json={"vector": [1.0] * 32, "where": where})
+    assert r.status_code == 422 and needle in r.json()["detail"], r.text
+    files = {"file": ("q.png", gallery.paths[0].read_bytes(), "image/png")}
+    r = writable.post("/api/search/image", files=files, data={"where": "{not json"})
+    assert r.status_code == 422 and "where" in r.json()["detail"], r.text

@@ -17,7 +17,9 @@ Routes (JSON in and out; every error is `{"detail": "<one readable sentence>"}` 
     GET  /api/thumbnail/{id}?size   a resized PNG/JPEG of the gallery file, cached
     POST /api/search/image?k        multipart upload `file` (+ form field `k`, or `k` in the query)
     GET  /api/search/item/{id}?k    neighbours of a gallery item (the item itself excluded)
-    POST /api/search/vector         {"vector": [D floats], "k": n}
+    POST /api/search/vector         {"vector": [D floats], "k": n, "where": {filter}}: `where`
+                                    (also a JSON form field of image search) keeps the items with
+                                    this label, path, path_prefix, meta {name: value} (`WhereFilter`)
     POST /api/classify?k            multipart upload `file` (+ `k`): the known class and its
                                     probability, or "unknown" (when the server has a classifier)
     GET  /openapi.json, /docs       the API schema, and an offline page that lists it
@@ -46,6 +48,7 @@ come from the index and the settings), not as strings.
 
 import json
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,6 +67,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from vmfml.index.where import Clause
 from vmfml.web.api_docs import render_api_docs
 from vmfml.web.errors import add_error_handlers
 from vmfml.web.images import (
@@ -88,6 +92,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_SEARCH_PATH = "/api/search/image"  # the routes that take an upload (their own body limit)
 CLASSIFY_PATH = "/api/classify"
 ITEMS_PATH = "/api/items"  # POST: add an item (a vector, or an image upload) with --writable
+META_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a metadata name a filter may use (vmfml.index.where)
 READ_ONLY = "this server is read-only: start it with --writable to add and remove items"
 # After decoding an image this large, freed memory is handed back to the system (`release_memory`).
 RELEASE_AFTER_PIXELS = 1 << 22
@@ -419,8 +424,13 @@ def _add_search_routes(
         file: Annotated[UploadFile, File(description="the query image")],
         k_form: Annotated[int | None, Form(alias="k", ge=1, le=max_k, description=k_text)] = None,
         k_query: Annotated[int | None, Query(alias="k", ge=1, le=max_k, description=k_text)] = None,
+        where_form: Annotated[
+            str | None,
+            Form(alias="where", description='a JSON filter object, e.g. {"label": "shoe"}'),
+        ] = None,
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
+        where = WhereFilter.from_form(where_form)
         if k_form is not None and k_query is not None and k_form != k_query:
             raise HTTPException(
                 422, f"k: given twice, {k_query} in the query and {k_form} in the form"
@@ -433,7 +443,9 @@ def _add_search_routes(
                 open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
             )
             try:
-                hits = await run_in_threadpool(searcher.search_image, image, gallery.bounded_k(k))
+                hits = await run_in_threadpool(
+                    searcher.search_image, image, gallery.bounded_k(k), *where
+                )
             finally:
                 image.close()
                 if image.width * image.height >= RELEASE_AFTER_PIXELS:
@@ -457,12 +469,16 @@ def _add_search_routes(
         model_config = ConfigDict(extra="forbid", strict=True)
         vector: list[float] = Field(description=f"a {dimension}-d embedding (L2-normalized here)")
         k: int = Field(default_k, ge=1, le=max_k, description=f"number of neighbours (1..{max_k})")
+        where: WhereFilter | None = Field(
+            None, description="only items that pass every field given (label, path, ...)"
+        )
 
     @app.post("/api/search/vector", summary="Search with an embedding vector")
     def search_vector(body: VectorQuery) -> dict[str, Any]:
         t0 = time.perf_counter()
         unit = unit_vector(body.vector, dimension)
-        hits = searcher.search_vector(unit, gallery.bounded_k(body.k))
+        where = body.where.searcher_args() if body.where is not None else ()
+        hits = searcher.search_vector(unit, gallery.bounded_k(body.k), *where)
         return gallery.results({"type": "vector"}, body.k, hits, t0)
 
 
@@ -572,6 +588,54 @@ def _add_classify_route(
             ],
             "took_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
+
+
+class WhereFilter(BaseModel):
+    """A search filter: the items whose every given field matches (`vmfml.index.where`).
+
+    `{"label": "shoe", "path_prefix": "shop7/", "meta": {"camera": 3}}`: label equal, path
+    equal (`path`) or starting with `path_prefix`, each metadata value equal (same JSON type).
+    Paths are matched as the index stores them (as `vmfml search --where` does), which may be
+    absolute where the listing shows them relative to the gallery folder.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    label: str | None = Field(None, min_length=1)
+    path: str | None = Field(None, min_length=1)
+    path_prefix: str | None = Field(None, min_length=1)
+    meta: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @classmethod
+    def from_form(cls, text: str | None) -> tuple[Any, ...]:
+        """The search arguments of a form field holding the filter as JSON (() for none)."""
+        if text is None:
+            return ()
+        try:
+            return cls.model_validate_json(text).searcher_args()
+        except ValidationError as err:
+            raise RequestValidationError(
+                [{**e, "loc": ("where", *e["loc"])} for e in err.errors()]
+            ) from err
+
+    def searcher_args(self) -> tuple[Any, ...]:
+        """`(clauses,)` for the searcher, or () without any field; 422 for a bad meta name or
+        a value NaN or infinite."""
+        clauses = []
+        if self.label is not None:
+            clauses.append(Clause("label", "=", self.label))
+        if self.path is not None:
+            clauses.append(Clause("path", "=", self.path))
+        if self.path_prefix is not None:
+            clauses.append(Clause("path", "^=", self.path_prefix))
+        for name, value in self.meta.items():
+            if not META_NAME.fullmatch(name):
+                raise HTTPException(
+                    422, f"where.meta: bad name {name!r}: letters, digits, _ and - only"
+                )
+            if isinstance(value, float) and not np.isfinite(value):
+                raise HTTPException(422, f"where.meta.{name}: NaN and infinity are not allowed")
+            clauses.append(Clause(f"meta.{name}", "=", value))
+        return (tuple(clauses),) if clauses else ()
 
 
 class NewItem(BaseModel):
