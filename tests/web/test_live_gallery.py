@@ -315,3 +315,14 @@ def test_bad_filters_are_422(writable: TestClient, gallery, where: object, needl
     files = {"file": ("q.png", gallery.paths[0].read_bytes(), "image/png")}
     r = writable.post("/api/search/image", files=files, data={"where": "{not json"})
     assert r.status_code == 422 and "where" in r.json()["detail"], r.text
+
+
+def test_a_json_item_keeps_the_small_json_limit(writable: TestClient) -> None:
+    """/api/items takes uploads, but only a multipart body gets the upload limit."""
+    r = writable.post(
+        "/api/items",
+        content=b'{"vector": [' + b"0.1," * 400_000 + b"0.1]}",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413 and "the limit is 1 MiB" in r.json()["detail"]
+    assert writable.get("/api/health").json()["count"] == 60
