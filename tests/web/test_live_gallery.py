@@ -326,3 +326,16 @@ def test_a_json_item_keeps_the_small_json_limit(writable: TestClient) -> None:
     )
     assert r.status_code == 413 and "the limit is 1 MiB" in r.json()["detail"]
     assert writable.get("/api/health").json()["count"] == 60
+
+
+def test_the_api_schema_describes_the_write_routes(writable: TestClient) -> None:
+    schema = writable.get("/openapi.json").json()
+    paths = schema["paths"]
+    body = paths["/api/items"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert "vector" in body["application/json"]["schema"]["required"]
+    assert "delete" in paths["/api/items/{item_id}"]
+    vector_query = schema["components"]["schemas"]["VectorQuery"]
+    assert (
+        "where" in vector_query["properties"] and "WhereFilter" in schema["components"]["schemas"]
+    )

@@ -692,6 +692,26 @@ def _add_write_routes(
         "the index's model, and optional form fields `label`, `path`, `metadata` (a JSON "
         'object). Answers 201 `{"id": n}`, the new stable id, once the write is on disk. '
         "403 unless the server was started with --writable.",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": NewVectorItem.model_json_schema()},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "label": {"type": "string"},
+                                "path": {"type": "string"},
+                                "metadata": {"type": "string", "description": "a JSON object"},
+                            },
+                        }
+                    },
+                },
+            }
+        },
     )
     async def add_item(request: Request) -> dict[str, Any]:
         refuse_unless_writable()
