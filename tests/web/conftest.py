@@ -184,6 +184,12 @@ def start_server(gallery: Gallery) -> Callable[..., AbstractContextManager[str]]
 
 
 @pytest.fixture(scope="session")
+def serve_index() -> Callable[..., AbstractContextManager[str]]:
+    """`serve_process` itself, for a test that serves a `Gallery` of its own (an index copy)."""
+    return serve_process
+
+
+@pytest.fixture(scope="session")
 def live_server(gallery: Gallery) -> Iterator[str]:
     """`vmfml serve` in a subprocess on a free loopback port; yields its base URL."""
     with serve_process(gallery, "--max-upload-mb", "1") as base:

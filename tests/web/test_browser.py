@@ -183,3 +183,37 @@ def test_the_page_names_the_class_or_says_unknown(
             assert page.is_hidden("#class-info")
             page.click("#error-close")
         page.close()
+
+
+def test_label_filter_and_add_to_gallery(browser, serve_index, gallery, tmp_path: Path) -> None:  # noqa: ANN001
+    """Over `vmfml serve --writable` on a copy of the index: the label filter narrows an image
+    search, and "add to gallery" adds the uploaded image (embedded by the server)."""
+    import dataclasses
+
+    import httpx
+
+    copy = dataclasses.replace(gallery, index_dir=tmp_path / "index")
+    shutil.copytree(gallery.index_dir, copy.index_dir)
+    with serve_index(copy, "--writable") as base:
+        page = browser.new_page(viewport={"width": 1200, "height": 900}, bypass_csp=True)
+        page.goto(base + "/")
+        page.wait_for_function(
+            "document.querySelector('#index-info').textContent.includes('60 images')"
+        )
+        label = gallery.labels[40]
+        page.fill("#label-filter", label)
+        page.set_input_files("#file-input", str(gallery.paths[17]))  # of another class
+        wait_for_thumbnails(page, "#results", 6)  # the 6 items with that label, no more
+        assert {gallery.labels[i] for i in result_ids(page)} == {label}
+
+        page.click("#add-to-gallery")
+        page.wait_for_function(
+            "document.querySelector('#query-info').textContent.includes('item #60')"
+        )
+        page.wait_for_function(
+            "document.querySelector('#index-info').textContent.includes('61 images')"
+        )
+        item = httpx.get(f"{base}/api/items/60").json()
+        assert item["path"] == gallery.paths[17].name
+        hits = httpx.get(f"{base}/api/search/item/17", params={"k": 1}).json()["results"]
+        assert hits[0]["id"] == 60 and hits[0]["score"] > 0.9999

@@ -63,3 +63,38 @@ def test_oversized_uploads_get_a_json_413_and_the_server_lives_on(live_server: s
         Image.new("L", (28, 28), 128).save(bmp, format="BMP")
         ok = c.post("/api/search/image", files={"file": ("grey.bmp", bmp.getvalue(), "image/bmp")})
         assert ok.status_code == 200
+
+
+def test_writable_server_adds_and_sees_cli_removals(
+    serve_index,
+    live_server: str,
+    gallery,
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """`vmfml serve --writable` over a copy of the index: writes over HTTP are on disk when the
+    server stops, and a `vmfml index remove` in another process shows at the next request.
+    The session's server, started without --writable, refuses writes."""
+    import dataclasses
+    import shutil
+    import subprocess
+    import sys
+
+    r = httpx.post(f"{live_server}/api/items", json={"vector": [1.0] * 32})
+    assert r.status_code == 403 and "--writable" in r.json()["detail"]
+
+    copy = dataclasses.replace(gallery, index_dir=tmp_path / "index")
+    shutil.copytree(gallery.index_dir, copy.index_dir)
+    with serve_index(copy, "--writable") as base:
+        assert httpx.get(f"{base}/api/health").json()["writable"] is True
+        added = httpx.post(f"{base}/api/items", json={"vector": [1.0] * 32, "label": "new"})
+        assert added.status_code == 201 and added.json() == {"id": 60}
+        cli = [sys.executable, "-m", "vmfml.cli", "index", "remove", "--index"]
+        subprocess.run([*cli, str(copy.index_dir), "5"], check=True, capture_output=True)
+        assert httpx.get(f"{base}/api/items/5").status_code == 404
+        assert httpx.get(f"{base}/api/health").json()["count"] == 60
+        assert httpx.delete(f"{base}/api/items/60").status_code == 200
+    from vmfml.index.open_gallery import open_gallery
+
+    store = open_gallery(copy.index_dir)
+    assert len(store) == 59 and store.get(60) is None and store.get(5) is None
+    store.close()

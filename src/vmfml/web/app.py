@@ -6,14 +6,20 @@ tests build it over a small index without a network and `vmfml serve` runs it un
 Routes (JSON in and out; every error is `{"detail": "<one readable sentence>"}` with a 4xx status):
 
     GET  /                          the search page (static HTML/JS/CSS, no resource from the internet)
-    GET  /api/health                status, item count, embedding dimension, model name, limits
-    GET  /api/items?offset&limit    gallery listing
-    GET  /api/items/sample?n&seed   a random sample of gallery items (the page's gallery strip)
-    GET  /api/items/{id}            one gallery item
+    GET  /api/health                status, item count now, dimension, model name, writable, limits
+    GET  /api/items?offset&limit    the live items in id order (offset/limit over them, not ids)
+    GET  /api/items/sample?n&seed   a random sample of the live items (the page's gallery strip)
+    GET  /api/items/{id}            one gallery item, by its stable id (404 once removed)
+    POST /api/items                 add an item (--writable): JSON {"vector", "label", "path",
+                                    "metadata"}, or a multipart image `file` (+ label, path,
+                                    metadata as a JSON string) embedded here; 201 {"id": n}
+    DELETE /api/items/{id}          remove an item (--writable); 404 for an unknown id
     GET  /api/thumbnail/{id}?size   a resized PNG/JPEG of the gallery file, cached
     POST /api/search/image?k        multipart upload `file` (+ form field `k`, or `k` in the query)
     GET  /api/search/item/{id}?k    neighbours of a gallery item (the item itself excluded)
-    POST /api/search/vector         {"vector": [D floats], "k": n}
+    POST /api/search/vector         {"vector": [D floats], "k": n, "where": {filter}}: `where`
+                                    (also a JSON form field of image search) keeps the items with
+                                    this label, path, path_prefix, meta {name: value} (`WhereFilter`)
     POST /api/classify?k            multipart upload `file` (+ `k`): the known class and its
                                     probability, or "unknown" (when the server has a classifier)
     GET  /openapi.json, /docs       the API schema, and an offline page that lists it
@@ -30,12 +36,19 @@ an unknown query parameter is refused (422, naming it), JSON bodies are read wit
 thumbnail is only served from a file that resolves inside the gallery folder
 (`Gallery.image_file`).
 
+Items are addressed by their stable id through the live store (`GalleryStore.get`): ids are never
+renumbered or reused, so a removal by `vmfml index remove` or another process shows at the next
+request, and a thumbnail cached for an id is only served while that id is live. Writes (only with
+`settings.writable`, else 403) are acknowledged once the store has them on disk.
+
 This module does not use `from __future__ import annotations`: FastAPI must see the route
 functions' annotations as objects (some are local classes and local `Annotated` types whose bounds
 come from the index and the settings), not as strings.
 """
 
+import json
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,13 +58,16 @@ import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from vmfml.index.where import Clause
 from vmfml.web.api_docs import render_api_docs
 from vmfml.web.errors import add_error_handlers
 from vmfml.web.images import (
@@ -75,6 +91,9 @@ __all__ = ["STATIC_DIR", "Gallery", "SearcherLike", "ServeSettings", "create_app
 STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_SEARCH_PATH = "/api/search/image"  # the routes that take an upload (their own body limit)
 CLASSIFY_PATH = "/api/classify"
+ITEMS_PATH = "/api/items"  # POST: add an item (a vector, or an image upload) with --writable
+META_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a metadata name a filter may use (vmfml.index.where)
+READ_ONLY = "this server is read-only: start it with --writable to add and remove items"
 # After decoding an image this large, freed memory is handed back to the system (`release_memory`).
 RELEASE_AFTER_PIXELS = 1 << 22
 
@@ -106,7 +125,7 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         upload_limit=settings.max_upload_bytes,
-        upload_paths={IMAGE_SEARCH_PATH, CLASSIFY_PATH},
+        upload_paths={IMAGE_SEARCH_PATH, CLASSIFY_PATH, ITEMS_PATH},
     )
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_s)
     if settings.api_key is not None:
@@ -129,6 +148,7 @@ def create_app(
     _add_thumbnail_route(app, gallery, settings, thumbnails, slots)
     _add_search_routes(app, gallery, settings, searcher, slots)
     _add_classify_route(app, settings, searcher, classifier, slots)
+    _add_write_routes(app, gallery, settings, searcher, slots)
     return app
 
 
@@ -155,13 +175,13 @@ def _refuse_unknown_query_parameters(request: Request) -> None:
 
 
 class Gallery:
-    """The index's items as clients see them: ids checked, paths relative to the gallery folder."""
+    """The live gallery's items as clients see them: addressed by stable id through the store
+    (`get`), counted now (not at start-up), paths relative to the gallery folder."""
 
     def __init__(self, index: IndexLike, gallery_root: str | Path | None = None) -> None:
         if gallery_root is not None and not Path(gallery_root).is_dir():
             raise FileNotFoundError(f"gallery folder not found: {gallery_root}")
-        self.items = index.items
-        self.count = len(self.items)
+        self.store = index
         self.dimension = _index_dimension(index)
         root_setting = gallery_root or index.meta.get("gallery_root")
         self.root = Path(root_setting).resolve() if root_setting else None
@@ -169,13 +189,29 @@ class Gallery:
         self._roots = (
             [Path(root_setting).resolve(), Path(root_setting).absolute()] if root_setting else []
         )
-        self.id_param = PathParam(description=f"gallery item id (0..{self.count - 1})")
+        self.id_param = PathParam(
+            description="a gallery item's stable id (never renumbered; a removed id is 404)"
+        )
+
+    @property
+    def count(self) -> int:
+        """The number of items the gallery holds now (writes by other processes included)."""
+        return len(self.store)
 
     def item(self, i: int) -> Mapping[str, Any]:
-        """Item `i`, or a 404 naming the valid ids."""
-        if not 0 <= i < self.count:
-            raise HTTPException(404, f"unknown item id {i}: ids run from 0 to {self.count - 1}")
-        return self.items[i]
+        """The item with id `i`, or a 404 naming the id."""
+        item = self.store.get(i) if i >= 0 else None
+        if item is None:
+            raise HTTPException(
+                404,
+                f"unknown item id {i}: the gallery holds no item with this id (never "
+                "given, or removed)",
+            )
+        return item
+
+    def bounded_k(self, k: int) -> int:
+        """k, at most the number of items held now (and at least 1)."""
+        return max(1, min(k, self.count))
 
     def public_path(self, path: Any) -> str | None:
         """An item's path as shown to clients: relative to the gallery, never the server's layout.
@@ -215,13 +251,13 @@ class Gallery:
             "took_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
 
-    def image_file(self, i: int) -> Path:
+    def image_file(self, i: int, item: Mapping[str, Any] | None = None) -> Path:
         """The image file of item `i`, only if it resolves inside the gallery folder.
 
         Items are addressed by id only, but the stored path could still be absolute or hold '..'
         or a symlink out of the gallery: 403 for those, 404 for a missing file or folder.
         """
-        item = self.item(i)
+        item = self.item(i) if item is None else item
         if self.root is None:
             raise HTTPException(
                 404, "this index records no gallery folder: start the server with --gallery-root"
@@ -264,6 +300,7 @@ def _add_gallery_routes(
             "dimension": gallery.dimension,
             "model": model_name,
             "gallery_root_set": gallery.root is not None,
+            "writable": settings.writable,
             "classifier": None
             if classifier is None
             else {
@@ -285,9 +322,10 @@ def _add_gallery_routes(
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> dict[str, Any]:
-        page_items = gallery.items[offset : offset + limit]
+        items = gallery.store.items  # one snapshot of the live items, in id order
+        page_items = items[offset : offset + limit]
         return {
-            "total": gallery.count,
+            "total": len(items),
             "offset": offset,
             "limit": limit,
             "items": [gallery.public_item(it) for it in page_items],
@@ -298,10 +336,11 @@ def _add_gallery_routes(
         n: Annotated[int, Query(ge=1, le=1000)] = 12,
         seed: Annotated[int | None, Query(description="repeatable sample when given")] = None,
     ) -> dict[str, Any]:
-        ids = random.Random(seed).sample(range(gallery.count), min(n, gallery.count))
+        items = gallery.store.items  # one snapshot of the live items, in id order
+        positions = random.Random(seed).sample(range(len(items)), min(n, len(items)))
         return {
-            "total": gallery.count,
-            "items": [gallery.public_item(gallery.items[i]) for i in ids],
+            "total": len(items),
+            "items": [gallery.public_item(items[p]) for p in positions],
         }
 
     @app.get("/api/items/{item_id}", summary="One gallery item")
@@ -330,10 +369,13 @@ def _add_thumbnail_route(
         item_id: ItemId,
         size: Annotated[int, Query(ge=16, le=1024)] = settings.thumbnail_size,
     ) -> Response:
-        key = (item_id, size)  # only a known id is ever cached: image_file checks it first
+        # The id is checked on every request, cached or not: a removed item's thumbnail is 404.
+        # Ids are never reused, so a cached entry can never show another item.
+        item = gallery.item(item_id)
+        key = (item_id, size)
         entry = thumbnails.get(key)
         if entry is None:
-            path = gallery.image_file(item_id)
+            path = gallery.image_file(item_id, item)
             async with slots.hold():
                 data, media_type = await run_in_threadpool(
                     _thumbnail_of, path, size, settings.max_image_pixels, f"gallery image {item_id}"
@@ -365,7 +407,7 @@ def _add_search_routes(
     slots: DecodeSlots,
 ) -> None:
     """The three searches: by uploaded image, by gallery item, by embedding vector."""
-    count, dimension = gallery.count, gallery.dimension
+    dimension = gallery.dimension
     max_k, default_k = settings.max_k, settings.default_k
     ItemId = Annotated[int, gallery.id_param]
     k_text = f"number of neighbours (1..{max_k})"
@@ -382,8 +424,13 @@ def _add_search_routes(
         file: Annotated[UploadFile, File(description="the query image")],
         k_form: Annotated[int | None, Form(alias="k", ge=1, le=max_k, description=k_text)] = None,
         k_query: Annotated[int | None, Query(alias="k", ge=1, le=max_k, description=k_text)] = None,
+        where_form: Annotated[
+            str | None,
+            Form(alias="where", description='a JSON filter object, e.g. {"label": "shoe"}'),
+        ] = None,
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
+        where = WhereFilter.from_form(where_form)
         if k_form is not None and k_query is not None and k_form != k_query:
             raise HTTPException(
                 422, f"k: given twice, {k_query} in the query and {k_form} in the form"
@@ -396,7 +443,9 @@ def _add_search_routes(
                 open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
             )
             try:
-                hits = await run_in_threadpool(searcher.search_image, image, min(k, count))
+                hits = await run_in_threadpool(
+                    searcher.search_image, image, gallery.bounded_k(k), *where
+                )
             finally:
                 image.close()
                 if image.width * image.height >= RELEASE_AFTER_PIXELS:
@@ -408,7 +457,10 @@ def _add_search_routes(
     def search_item(item_id: ItemId, k: K = default_k) -> dict[str, Any]:
         t0 = time.perf_counter()
         item = gallery.item(item_id)
-        hits = searcher.search_id(item_id, max(1, min(k, count - 1)))
+        try:
+            hits = searcher.search_id(item_id, max(1, min(k, gallery.count - 1)))
+        except IndexError as err:  # removed between the check above and the search
+            raise HTTPException(404, f"unknown item id {item_id}: {err}") from err
         return gallery.results({"type": "item", **gallery.public_item(item)}, k, hits, t0)
 
     # A local class: its bounds come from the index and the settings. Strict: JSON types exact
@@ -417,29 +469,37 @@ def _add_search_routes(
         model_config = ConfigDict(extra="forbid", strict=True)
         vector: list[float] = Field(description=f"a {dimension}-d embedding (L2-normalized here)")
         k: int = Field(default_k, ge=1, le=max_k, description=f"number of neighbours (1..{max_k})")
+        where: WhereFilter | None = Field(
+            None, description="only items that pass every field given (label, path, ...)"
+        )
 
     @app.post("/api/search/vector", summary="Search with an embedding vector")
     def search_vector(body: VectorQuery) -> dict[str, Any]:
         t0 = time.perf_counter()
-        if len(body.vector) != dimension:
-            raise HTTPException(
-                422, f"vector has {len(body.vector)} values, the index expects {dimension}"
-            )
-        v = np.asarray(body.vector, dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(v))
-        if bad.size:
-            raise HTTPException(
-                422, f"vector holds NaN or infinite values (at positions {bad[:10].tolist()})"
-            )
-        # Scaled by its largest value first, the norm cannot overflow (1e308) or underflow.
-        largest = float(np.abs(v).max())
-        if largest == 0.0:
-            raise HTTPException(422, "vector has zero length: it has no direction to search")
-        v = v / largest
-        # Embeddings live on the unit sphere, and the score is a cosine: normalize the query.
-        unit = v / np.linalg.norm(v)
-        hits = searcher.search_vector(unit.astype(np.float32), min(body.k, count))
+        unit = unit_vector(body.vector, dimension)
+        where = body.where.searcher_args() if body.where is not None else ()
+        hits = searcher.search_vector(unit, gallery.bounded_k(body.k), *where)
         return gallery.results({"type": "vector"}, body.k, hits, t0)
+
+
+def unit_vector(values: Sequence[float], dimension: int) -> np.ndarray:
+    """`values` as a float32 unit vector, or a 422 naming what is wrong with it (its length,
+    NaN or infinite values, zero length)."""
+    if len(values) != dimension:
+        raise HTTPException(422, f"vector has {len(values)} values, the index expects {dimension}")
+    v = np.asarray(values, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise HTTPException(
+            422, f"vector holds NaN or infinite values (at positions {bad[:10].tolist()})"
+        )
+    # Scaled by its largest value first, the norm cannot overflow (1e308) or underflow.
+    largest = float(np.abs(v).max())
+    if largest == 0.0:
+        raise HTTPException(422, "vector has zero length: it has no direction to search")
+    v = v / largest
+    # Embeddings live on the unit sphere, and the score is a cosine: normalize the vector.
+    return (v / np.linalg.norm(v)).astype(np.float32)
 
 
 def _index_dimension(index: IndexLike) -> int:
@@ -528,3 +588,203 @@ def _add_classify_route(
             ],
             "took_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
+
+
+class WhereFilter(BaseModel):
+    """A search filter: the items whose every given field matches (`vmfml.index.where`).
+
+    `{"label": "shoe", "path_prefix": "shop7/", "meta": {"camera": 3}}`: label equal, path
+    equal (`path`) or starting with `path_prefix`, each metadata value equal (same JSON type).
+    Paths are matched as the index stores them (as `vmfml search --where` does), which may be
+    absolute where the listing shows them relative to the gallery folder.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    label: str | None = Field(None, min_length=1)
+    path: str | None = Field(None, min_length=1)
+    path_prefix: str | None = Field(None, min_length=1)
+    meta: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @classmethod
+    def from_form(cls, text: str | None) -> tuple[Any, ...]:
+        """The search arguments of a form field holding the filter as JSON (() for none)."""
+        if text is None:
+            return ()
+        try:
+            return cls.model_validate_json(text).searcher_args()
+        except ValidationError as err:
+            raise RequestValidationError(
+                [{**e, "loc": ("where", *e["loc"])} for e in err.errors()]
+            ) from err
+
+    def searcher_args(self) -> tuple[Any, ...]:
+        """`(clauses,)` for the searcher, or () without any field; 422 for a bad meta name or
+        a value NaN or infinite."""
+        clauses = []
+        if self.label is not None:
+            clauses.append(Clause("label", "=", self.label))
+        if self.path is not None:
+            clauses.append(Clause("path", "=", self.path))
+        if self.path_prefix is not None:
+            clauses.append(Clause("path", "^=", self.path_prefix))
+        for name, value in self.meta.items():
+            if not META_NAME.fullmatch(name):
+                raise HTTPException(
+                    422, f"where.meta: bad name {name!r}: letters, digits, _ and - only"
+                )
+            if isinstance(value, float) and not np.isfinite(value):
+                raise HTTPException(422, f"where.meta.{name}: NaN and infinity are not allowed")
+            clauses.append(Clause(f"meta.{name}", "=", value))
+        return (tuple(clauses),) if clauses else ()
+
+
+class NewItem(BaseModel):
+    """The fields of an item to add (JSON types exact; `metadata` maps names to scalars)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    label: str | None = None
+    path: str | None = None
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    def stored(self) -> dict[str, Any]:
+        """The item as the store takes it; 422 for a metadata number that is not finite."""
+        for name, value in self.metadata.items():
+            if isinstance(value, float) and not np.isfinite(value):
+                raise HTTPException(422, f"metadata.{name}: NaN and infinity are not allowed")
+        return {"label": self.label, "path": self.path, "meta": dict(self.metadata)}
+
+
+class NewVectorItem(NewItem):
+    vector: list[float]
+
+
+def _add_write_routes(
+    app: FastAPI,
+    gallery: Gallery,
+    settings: ServeSettings,
+    searcher: SearcherLike,
+    slots: DecodeSlots,
+) -> None:
+    """Adding and removing items (`--writable` only): acknowledged once the store has the write
+    on disk, and seen by the next search."""
+    ItemId = Annotated[int, gallery.id_param]
+    dimension = gallery.dimension
+
+    def refuse_unless_writable() -> None:
+        if not settings.writable:
+            raise HTTPException(403, READ_ONLY)
+
+    async def store_add(vector: np.ndarray, item: dict[str, Any]) -> dict[str, Any]:
+        try:
+            # The store fsyncs before it returns: off the event loop.
+            ids = await run_in_threadpool(gallery.store.add, vector[None], [item])  # type: ignore[attr-defined]
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from err
+        return {"id": int(ids[0])}
+
+    @app.post(
+        ITEMS_PATH,
+        status_code=201,
+        summary="Add an item to the gallery (--writable)",
+        description='JSON `{"vector": [D floats], "label", "path", "metadata": {name: scalar}}`'
+        f" (the vector is L2-normalized here), or a multipart upload: `file` (at most "
+        f"{settings.max_upload_mb:g} MiB, {settings.max_image_pixels} pixels), embedded with "
+        "the index's model, and optional form fields `label`, `path`, `metadata` (a JSON "
+        'object). Answers 201 `{"id": n}`, the new stable id, once the write is on disk. '
+        "403 unless the server was started with --writable.",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": NewVectorItem.model_json_schema()},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "label": {"type": "string"},
+                                "path": {"type": "string"},
+                                "metadata": {"type": "string", "description": "a JSON object"},
+                            },
+                        }
+                    },
+                },
+            }
+        },
+    )
+    async def add_item(request: Request) -> dict[str, Any]:
+        refuse_unless_writable()
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            return await add_image(request)
+        if not content_type.startswith("application/json"):
+            raise HTTPException(
+                415, "send the item as JSON (a vector) or as multipart/form-data (an image file)"
+            )
+        try:
+            body = NewVectorItem.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise RequestValidationError(err.errors()) from err
+        item = body.stored()
+        return await store_add(unit_vector(body.vector, dimension), item)
+
+    async def add_image(request: Request) -> dict[str, Any]:
+        form = await request.form(max_files=1, max_fields=4)
+        try:
+            unknown = sorted(set(form) - {"file", "label", "path", "metadata"})
+            if unknown:
+                raise HTTPException(
+                    422,
+                    f"unknown form field(s) {', '.join(unknown)}: give file, label, path, metadata",
+                )
+            file = form.get("file")
+            if not isinstance(file, StarletteUploadFile):
+                raise HTTPException(422, "file: an image file is required (multipart field file)")
+            fields: dict[str, Any] = {}
+            for name in ("label", "path", "metadata"):
+                value = form.get(name)
+                if value is None:
+                    continue
+                if not isinstance(value, str):
+                    raise HTTPException(422, f"{name}: must be a text field, not a file")
+                fields[name] = value
+            if "metadata" in fields:
+                try:
+                    fields["metadata"] = json.loads(fields["metadata"])
+                except json.JSONDecodeError as err:
+                    raise HTTPException(422, f"metadata: not a JSON object: {err}") from err
+            try:
+                item = NewItem.model_validate(fields).stored()
+            except ValidationError as err:
+                raise RequestValidationError(err.errors()) from err
+            name = file.filename or "upload"
+            async with slots.hold():
+                image = await run_in_threadpool(
+                    open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
+                )
+                try:
+                    embedding = await run_in_threadpool(searcher.embed_images, [image])
+                finally:
+                    image.close()
+                    if image.width * image.height >= RELEASE_AFTER_PIXELS:
+                        await run_in_threadpool(release_memory)
+            vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+            return await store_add(vector, item)
+        finally:
+            await form.close()
+
+    @app.delete(
+        "/api/items/{item_id}",
+        summary="Remove an item from the gallery (--writable)",
+        description="Answers 200 once the removal is on disk; 404 for an unknown or removed id. "
+        "403 unless the server was started with --writable.",
+    )
+    async def remove_item(item_id: ItemId) -> dict[str, Any]:
+        refuse_unless_writable()
+        gallery.item(item_id)  # 404 naming the id
+        try:
+            await run_in_threadpool(gallery.store.remove, [item_id])  # type: ignore[attr-defined]
+        except ValueError as err:  # removed meanwhile by another writer
+            raise HTTPException(404, f"unknown item id {item_id}: {err}") from err
+        return {"removed": item_id}

@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "port can search the gallery",
     )
     parser.add_argument(
+        "--writable",
+        action="store_true",
+        help="accept POST /api/items (add an item: a vector, or an image embedded here) and "
+        "DELETE /api/items/ID (remove one); without it both answer 403",
+    )
+    parser.add_argument(
         "--gallery-root",
         default=None,
         help="folder holding the gallery images, when it moved since the index was built "
@@ -154,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout,
         allowed_hosts=allowed_hosts(args.host, args.allowed_hosts),
         api_key=api_key,
+        writable=args.writable,
     )
     # Decoded images' buffers are unmapped as soon as they are freed: a burst of uploads does
     # not leave the process larger for good (BENCHMARKS.md 4).
@@ -179,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
         )
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
-        f"vmfml serve: {len(searcher.index.items)} items from {args.index} "
-        f"on http://{host}:{port}/" + (" (API key required)" if api_key else ""),
+        f"vmfml serve: {len(searcher.index)} items from {args.index} "
+        f"on http://{host}:{port}/"
+        + (" (API key required)" if api_key else "")
+        + (" (writable)" if args.writable else ""),
         file=sys.stderr,
     )
     config = uvicorn.Config(

@@ -140,8 +140,8 @@ class BodyTimeoutMiddleware:
 class BodyLimitMiddleware:
     """Refuse request bodies over a per-path limit with 413, counting bytes while they stream in.
 
-    Requests to `upload_paths` may carry `upload_limit` bytes of file (plus multipart framing);
-    every other request `json_limit` bytes. A declared Content-Length over the limit is refused
+    Multipart requests to `upload_paths` may carry `upload_limit` bytes of file (plus multipart
+    framing); every other request (a JSON item added to /api/items included) `json_limit` bytes. A declared Content-Length over the limit is refused
     before a byte of body is read. Otherwise the app's `receive` is wrapped: the chunk that
     crosses the limit raises an `HTTPException(413)`, which FastAPI re-raises from its body
     parsing (it does not turn it into a 400), so the client gets a JSON 413 and the server has
@@ -164,7 +164,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] in self.upload_paths:
+        multipart = _header_bytes(scope, b"content-type").lower().startswith(b"multipart/form-data")
+        if scope["path"] in self.upload_paths and multipart:
             limit = self.upload_limit + MULTIPART_OVERHEAD_BYTES
             refusal = f"upload too large: files are limited to {_mib(self.upload_limit)}"
         else:

@@ -14,15 +14,29 @@ Hit = Mapping[str, Any]  # {"id", "path", "label", "score"}
 
 
 class IndexLike(Protocol):
-    """What the app reads from `vmfml.index.SearchIndex`."""
+    """What the app reads from the live gallery (`vmfml.index.GalleryStore`), by stable id."""
 
     @property
     def items(self) -> Sequence[Mapping[str, Any]]:
-        """Item i is `{"id": i, "path", "label"}`; a slice gives a list of them."""
+        """The items held now, `{"id", "path", "label"}`, in id order (position is not the id)."""
 
     @property
     def meta(self) -> dict[str, Any]:
         """Records "gallery_root" (and "dimension" where the index has no `.dim`)."""
+
+    def __len__(self) -> int:
+        """The number of items held now."""
+
+    def get(self, item_id: int, /) -> Mapping[str, Any] | None:
+        """The item with this id, None if there is none (never given, or removed)."""
+
+
+class WritableIndexLike(IndexLike, Protocol):
+    """What `vmfml serve --writable` also needs: `GalleryStore.add` and `.remove`."""
+
+    def add(self, vectors: Any, items: Sequence[dict[str, Any]] | None = None, /) -> list[int]: ...
+
+    def remove(self, ids: Sequence[int], /) -> list[int]: ...
 
 
 class SearcherLike(Protocol):
@@ -34,13 +48,14 @@ class SearcherLike(Protocol):
     @property
     def model(self) -> Any: ...
 
-    def search_image(self, image: Image.Image, k: int, /) -> Sequence[Hit]: ...
+    def search_image(self, image: Image.Image, k: int, where: Any = None, /) -> Sequence[Hit]:
+        """`where`: `vmfml.index.where.Clause` values, ANDed (None: no filter)."""
 
     def embed_images(self, images: Sequence[Image.Image], /) -> Any: ...
 
     def search_id(self, i: int, k: int, /) -> Sequence[Hit]: ...
 
-    def search_vector(self, vector: np.ndarray, k: int, /) -> Sequence[Hit]: ...
+    def search_vector(self, vector: np.ndarray, k: int, where: Any = None, /) -> Sequence[Hit]: ...
 
 
 # Host names a browser may use to reach a loopback server; any other Host header is refused, so a
@@ -67,6 +82,8 @@ class ServeSettings:
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # Host header values accepted (port aside)
     # `Authorization: Bearer KEY` required on /api/ (all but /api/health) when set; never shown.
     api_key: str | None = field(default=None, repr=False)
+    # POST /api/items and DELETE /api/items/{id} change the gallery only when set (--writable).
+    writable: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):

@@ -11,6 +11,7 @@ const state = {
   query: null, // {type: "image", file} or {type: "item", item}: re-run when k changes
   seq: 0, // only the newest request may draw its results
   classifier: null, // /api/health: {classes, score, keep_rate} when the server can classify
+  writable: false, // /api/health: the server was started with --writable (POST /api/items)
 };
 
 // A server started with an API key answers 401 on /api/ until it is given: the page asks for it
@@ -156,8 +157,31 @@ function searchFile(file) {
   const form = new FormData();
   form.append("file", file, file.name || "upload");
   form.append("k", String(currentK()));
+  const label = $("label-filter").value.trim();
+  if (label) form.append("where", JSON.stringify({ label }));
+  $("add-to-gallery").hidden = !state.writable;
   runSearch(`“${file.name || "image"}”`, () => api("/api/search/image", { method: "POST", body: form }));
   classifyFile(file, state.seq);
+}
+
+// Adds the uploaded image to the gallery (a server started with --writable), embedded there.
+async function addToGallery() {
+  if (state.query?.type !== "image") return;
+  const file = state.query.file;
+  const form = new FormData();
+  form.append("file", file, file.name || "upload");
+  if (file.name) form.append("path", file.name);
+  $("add-to-gallery").disabled = true;
+  try {
+    const added = await api("/api/items", { method: "POST", body: form });
+    $("query-info").textContent = `added to the gallery as item #${added.id}`;
+    $("add-to-gallery").hidden = true;
+    loadHealth();
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    $("add-to-gallery").disabled = false;
+  }
 }
 
 // The known class of an uploaded image, or "not in the known classes" (when the server has a
@@ -185,6 +209,7 @@ function showClass(data) {
 
 function searchItem(item) {
   state.query = { type: "item", item };
+  $("add-to-gallery").hidden = true; // only an uploaded image can be added
   setQueryPreview(item.thumbnail, `gallery item #${item.id}${item.label != null ? ` · ${item.label}` : ""}`);
   runSearch(`item #${item.id}`, () => api(`/api/search/item/${item.id}?k=${currentK()}`));
 }
@@ -279,6 +304,7 @@ async function loadHealth() {
     const health = await api("/api/health");
     state.limits = health.limits;
     state.classifier = health.classifier;
+    state.writable = health.writable === true;
     $("index-info").textContent =
       `${health.count.toLocaleString()} images · ${health.model ?? "unknown model"} · ${health.dimension}-d embeddings`;
   } catch (err) {
@@ -324,6 +350,10 @@ function wireInputs() {
     if (state.query?.type === "image") searchFile(state.query.file);
     else if (state.query?.type === "item") searchItem(state.query.item);
   });
+  $("label-filter").addEventListener("change", () => {
+    if (state.query?.type === "image") searchFile(state.query.file);
+  });
+  $("add-to-gallery").addEventListener("click", addToGallery);
   $("shuffle").addEventListener("click", loadGallery);
   $("error-close").addEventListener("click", clearError);
 }
