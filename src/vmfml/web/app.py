@@ -562,14 +562,7 @@ def _add_classify_route(
             )
         k = k_query or k_form or min(3, max_classes)
         name = file.filename or "upload"
-        async with slots.hold():
-            image = await run_in_threadpool(
-                open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
-            )
-            try:
-                embedding = await run_in_threadpool(searcher.embed_images, [image])
-            finally:
-                image.close()
+        embedding = await embed_upload(file, name, settings, searcher, slots)
         prediction = classifier.predict(embedding, top_k=k)
         best = classifier.class_names[int(prediction.label[0])]
         unknown = bool(prediction.unknown[0])
@@ -759,16 +752,7 @@ def _add_write_routes(
             except ValidationError as err:
                 raise RequestValidationError(err.errors()) from err
             name = file.filename or "upload"
-            async with slots.hold():
-                image = await run_in_threadpool(
-                    open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
-                )
-                try:
-                    embedding = await run_in_threadpool(searcher.embed_images, [image])
-                finally:
-                    image.close()
-                    if image.width * image.height >= RELEASE_AFTER_PIXELS:
-                        await run_in_threadpool(release_memory)
+            embedding = await embed_upload(file, name, settings, searcher, slots)
             vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
             return await store_add(vector, item)
         finally:
@@ -788,3 +772,20 @@ def _add_write_routes(
         except ValueError as err:  # removed meanwhile by another writer
             raise HTTPException(404, f"unknown item id {item_id}: {err}") from err
         return {"removed": item_id}
+
+
+async def embed_upload(
+    file: Any, name: str, settings: ServeSettings, searcher: SearcherLike, slots: DecodeSlots
+) -> Any:
+    """An uploaded image (`UploadFile`, FastAPI's or Starlette's) decoded in a decode slot (its format and pixel count checked first) and
+    embedded with the index's model: `[1, D]`. Memory of a large decode goes back to the system."""
+    async with slots.hold():
+        image = await run_in_threadpool(
+            open_image, file.file, settings.max_image_pixels, f"the uploaded file {name!r}"
+        )
+        try:
+            return await run_in_threadpool(searcher.embed_images, [image])
+        finally:
+            image.close()
+            if image.width * image.height >= RELEASE_AFTER_PIXELS:
+                await run_in_threadpool(release_memory)
