@@ -41,6 +41,7 @@ FIXED = {
 }
 SCORES = ("vmf_likelihood", "max_posterior", "max_cosine", "energy", "knn")
 REFERENCE = "vmf-accumulate"
+DECIDING = "knn"  # the classifier's default score: the paired comparison is made on it
 
 
 def methods() -> dict[str, dict[str, Any]]:
@@ -168,14 +169,15 @@ def report() -> str:
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     lines += [
         "",
-        f"Best-score AUROC against {REFERENCE}, paired by seed (difference in points, the rule's word):",
+        f"AUROC of the default score ({DECIDING}, fixed in advance) against {REFERENCE}, paired by "
+        "seed (mean difference in points, the rule's word):",
         "",
-        "| method | best score's AUROC | − " + REFERENCE + " | verdict |",
+        f"| method | {DECIDING} AUROC | − {REFERENCE} | verdict |",
         "|---|---|---|---|",
     ]
 
     def best(r: dict[str, Any]) -> float:
-        return max(r["open_set"]["scores"][s]["auroc"] for s in SCORES)
+        return float(r["open_set"]["scores"][DECIDING]["auroc"])
 
     for m in names:
         if m == REFERENCE:
