@@ -148,9 +148,8 @@ def _from_embedding_files(
 
 
 def _from_images(gallery: Any, args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
-    import warnings
 
-    from vmfml.index.images import list_query_images, open_image
+    from vmfml.index.images import list_query_images, readable_images
     from vmfml.index.searcher import Searcher
     from vmfml.train.checkpoint import load_embedding_model
     from vmfml.train.loop import resolve_device
@@ -170,18 +169,7 @@ def _from_images(gallery: Any, args: argparse.Namespace) -> tuple[Any, list[dict
     )
     images = [image for source in args.sources for image in list_query_images(source)]
     if args.on_error == "skip":
-        channels = int(searcher.preprocessing["input_size"][0])
-        readable = []
-        for path, label in images:
-            try:
-                open_image(path, channels)
-            except ValueError as err:
-                warnings.warn(f"skipping image: {err}", stacklevel=1)
-                continue
-            readable.append((path, label))
-        if not readable:
-            raise ValueError("none of the images could be read")
-        images = readable
+        images = readable_images(images, int(searcher.preprocessing["input_size"][0]))
     vectors = searcher.embed_images([path for path, _ in images])
     items = [{"path": str(Path(path).resolve()), "label": label} for path, label in images]
     return vectors.numpy(), items

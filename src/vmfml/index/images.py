@@ -114,3 +114,26 @@ def prepare(
             f"expected {(channels, height, width)}"
         )
     return x
+
+
+def readable_images(
+    images: list[tuple[Path, str | None]],
+    channels: int,
+    kind: str = "image",
+    plural: str = "images",
+) -> list[tuple[Path, str | None]]:
+    """The (path, label) pairs whose file decodes, each other one left out with a
+    `skipping KIND: ...` warning (--on-error skip); refuses a list where none decodes."""
+    import warnings
+
+    readable = []
+    for path, label in images:
+        try:
+            open_image(path, channels)
+        except ValueError as err:
+            warnings.warn(f"skipping {kind}: {err}", stacklevel=2)
+            continue
+        readable.append((path, label))
+    if not readable:
+        raise ValueError(f"none of the {plural} could be read")
+    return readable

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 def _search_images(
     args: argparse.Namespace,
 ) -> tuple[Any, list[tuple[Path, str | None]], list[list[Any]]]:
-    from vmfml.index.images import list_query_images, open_image
+    from vmfml.index.images import list_query_images, readable_images
     from vmfml.index.searcher import Searcher
     from vmfml.train.loop import resolve_device
 
@@ -135,17 +134,7 @@ def _search_images(
     searcher.index.set_search_params(args.nprobe, args.ef_search, args.refine_factor)
     if args.on_error == "skip":
         channels = int(searcher.preprocessing["input_size"][0])
-        readable = []
-        for path, label in queries:
-            try:
-                open_image(path, channels)
-            except ValueError as err:
-                warnings.warn(f"skipping query: {err}", stacklevel=1)
-                continue
-            readable.append((path, label))
-        if not readable:
-            raise ValueError("none of the query images could be read")
-        queries = readable
+        queries = readable_images(queries, channels, "query", "query images")
     results: list[list[Any]] = []
     for start in range(0, len(queries), QUERY_CHUNK):
         paths = [path for path, _ in queries[start : start + QUERY_CHUNK]]
