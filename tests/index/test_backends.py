@@ -202,3 +202,45 @@ def test_a_second_process_on_a_lite_database_gets_one_clear_line(tmp_path: Path)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_process_where_faiss_torch_utils_replaced_search(tmp_path: Path) -> None:
+    """pytorch-metric-learning's AccuracyCalculator imports faiss.contrib.torch_utils, which
+    replaces faiss's search by one without `params`. The faiss folder must still filter exactly;
+    Milvus Lite (faiss inside this process) must say why it cannot, in one line. Run in a child
+    process: the patch would otherwise stay for every later test."""
+    x = build(tmp_path / "faiss", "faiss")
+    milvus = milvus_available()
+    if milvus:
+        build(tmp_path / "milvus", "milvus", kind="ivf", nlist=4, nprobe=4)
+    queries = clustered_unit_vectors(6, D, clusters=5, seed=3)
+    np.save(tmp_path / "q.npy", queries)
+    child = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(
+            f"""
+            import json, sys
+            import numpy as np
+            import faiss.contrib.torch_utils  # the import is the patch
+            from vmfml.index import open_gallery
+            q = np.load({str(tmp_path / "q.npy")!r})
+            scores, ids = open_gallery({str(tmp_path / "faiss")!r}).search(q, 5, "label=bag")
+            out = {{"ids": ids.tolist(), "scores": scores.tolist()}}
+            if {milvus}:
+                try:
+                    open_gallery({str(tmp_path / "milvus")!r}).search(q, 5, "label=bag")
+                    out["milvus"] = "searched"
+                except RuntimeError as err:
+                    out["milvus"] = str(err)
+            print(json.dumps(out))
+            """
+        )],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    bags = {i: x[i] for i in range(len(x)) if i % 3 == 1}
+    ref_scores, ref_ids = exact(bags, queries, 5)
+    np.testing.assert_allclose(np.array(out["scores"]), ref_scores, atol=1e-5)
+    np.testing.assert_array_equal(np.array(out["ids"]), ref_ids)
+    if milvus:
+        assert out["milvus"].startswith("Milvus Lite cannot search in this process")

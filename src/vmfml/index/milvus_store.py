@@ -40,6 +40,17 @@ INSERT_ROWS = 10_000
 MAX_TEXT = 4096
 
 
+# Milvus Lite runs faiss in this process; faiss.contrib.torch_utils (imported by
+# pytorch-metric-learning's AccuracyCalculator and inference utilities) replaces faiss's search
+# by one that Milvus Lite cannot call.
+FAISS_PATCHED = (
+    "Milvus Lite cannot search in this process: faiss.contrib.torch_utils (imported by "
+    "pytorch-metric-learning's AccuracyCalculator) has replaced faiss's search. Search the "
+    "Milvus Lite gallery from a process that does not import it, or use a Milvus server "
+    "(--milvus-uri http://...)"
+)
+
+
 def _client(uri: str) -> Any:
     """A MilvusClient; a Lite database held by another process is said so in one line."""
     try:
@@ -329,14 +340,19 @@ class MilvusGallery:
         if "ef_search" in self.options:
             params["params"]["ef"] = max(int(self.options["ef_search"]), int(k))
         with self._lock:
-            found = self._client.search(
-                self._collection,
-                data=q.tolist(),
-                limit=int(k),
-                filter=expression,
-                output_fields=FIELDS,
-                search_params=params,
-            )
+            try:
+                found = self._client.search(
+                    self._collection,
+                    data=q.tolist(),
+                    limit=int(k),
+                    filter=expression,
+                    output_fields=FIELDS,
+                    search_params=params,
+                )
+            except Exception as err:
+                if "torch_replacement_search" in str(err):
+                    raise RuntimeError(FAISS_PATCHED) from err
+                raise
         return [
             [
                 Hit(

@@ -385,7 +385,10 @@ class SearchIndex:
         else:
             bitmap = np.packbits(np.asarray(rows, dtype=bool), bitorder="little")
             selector = faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bitmap))
-            scores, found = self.index.search(q, wanted, params=self._params(selector))
+            # faiss.contrib.torch_utils (imported by pytorch-metric-learning) replaces
+            # Index.search by a version without `params`; the original stays as search_numpy.
+            search = getattr(self.index, "search_numpy", self.index.search)
+            scores, found = search(q, wanted, params=self._params(selector))
         if self.kind == "ivfpq":
             scores, found = self._rerank(q, found, int(k))
         scores[found < 0] = -np.inf
