@@ -44,3 +44,24 @@ def test_load_refuses_missing_truncated_and_foreign_files(tmp_path: Path) -> Non
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ValueError, match="not a vmfml checkpoint"):
         load_checkpoint(foreign)
+
+
+def test_a_run_folder_loads_best_pt_and_names_the_file_for_resuming(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vmfml.models.registry import create_model
+
+    model = create_model("small_cnn", embed_dim=8)
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint.save_model_checkpoint(run / "checkpoint.pt", model, epoch=3)
+    checkpoint.load_embedding_model(run)  # no best.pt: the last epoch, nothing to say
+    assert capsys.readouterr().err == ""
+
+    checkpoint.save_model_checkpoint(run / "best.pt", model, epoch=2)
+    for named in (run, run / "checkpoint.pt"):
+        _, ckpt = checkpoint.load_embedding_model(named)
+        assert ckpt["epoch"] == 2
+        err = capsys.readouterr().err
+        assert f"model from {run / 'best.pt'} (epoch 2, kept by validation;" in err
+        assert f"{run / 'checkpoint.pt'} holds the last epoch, for --resume" in err

@@ -107,10 +107,10 @@ def load_embedding_model(
 
     chosen = model_file(path)
     ckpt = load_checkpoint(chosen, map_location)
-    if chosen != Path(path):
+    if chosen != Path(path) and chosen.name == "best.pt":
         print(
             f"vmfml: model from {chosen} (epoch {ckpt.get('epoch')}, kept by validation; "
-            f"{Path(path).name} holds the last epoch, for --resume)",
+            f"{chosen.parent / 'checkpoint.pt'} holds the last epoch, for --resume)",
             file=sys.stderr,
         )
     entry = ckpt["model"]
