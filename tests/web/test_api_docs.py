@@ -33,8 +33,10 @@ def test_docs_list_the_errors_each_operation_can_give(client) -> None:  # noqa: 
     assert {"200", "404", "403", "304"} <= codes_of(rows["GET /api/thumbnail/{item_id}"])
     assert {"413", "422"} <= codes_of(rows["POST /api/search/vector"])
     assert codes_of(rows["GET /api/health"]) == {"200"}
-    # Without an API key or rationed decoding, no operation claims 401 or 503.
-    assert not any({"401", "503"} & codes_of(r) for r in rows.values())
+    # Without an API key no operation claims 401; decoding is always rationed (503).
+    assert not any("401" in codes_of(r) for r in rows.values())
+    assert "503" in upload and "503" in codes_of(rows["GET /api/thumbnail/{item_id}"])
+    assert "503" not in codes_of(rows["POST /api/search/vector"])
     # Every listed code says what it means.
     assert "not an image" in rows["POST /api/search/image"]
 
@@ -60,3 +62,15 @@ def test_a_key_and_rationed_decoding_add_401_and_503_where_they_apply(client) ->
     # A security scheme in the schema means a key.
     schema["components"] = {**schema.get("components", {}), "securitySchemes": {"key": {}}}
     assert "401" in codes_of(rows_of(render_api_docs(schema))["GET /api/items"])
+
+
+def test_a_server_with_a_key_lists_401_on_its_own_docs_page(searcher) -> None:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    from vmfml.web import ServeSettings, create_app
+
+    app = create_app(searcher, ServeSettings(api_key="k" * 32))
+    with TestClient(app, base_url="http://127.0.0.1") as keyed:
+        rows = rows_of(keyed.get("/docs").text)  # the page itself needs no key
+    assert "401" in codes_of(rows["POST /api/search/vector"])
+    assert "401" not in codes_of(rows["GET /api/health"])

@@ -279,7 +279,9 @@ def _add_page_routes(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return HTMLResponse(render_api_docs(app.openapi()))
+        # Decoding is always rationed (decode_slots >= 1): uploads and thumbnails may get 503.
+        keyed = app.state.settings.api_key is not None
+        return HTMLResponse(render_api_docs(app.openapi(), api_key=keyed, decode_limit=True))
 
 
 def _add_gallery_routes(
