@@ -164,6 +164,28 @@ def test_grid_png(tmp_path: Path, folders: Folders, run_cli) -> None:
     assert colours == {CORRECT, WRONG}  # an untrained model gets some right and some wrong
 
 
+def test_index_add_stores_images_inside_the_gallery_folder_relative_to_it(
+    tmp_path: Path, folders: Folders, run_cli
+) -> None:
+    """Added images under the gallery folder are stored like the built ones (relative), so a
+    path^= filter and the server's thumbnails reach them; images elsewhere stay absolute."""
+    import shutil
+
+    idx = index_gallery(run_cli, folders, tmp_path / "idx")
+    new = folders.gallery / "new" / CLASSES[0]
+    shutil.copytree(folders.queries / CLASSES[0], new)
+    added = run_cli("index", "add", "--index", idx, new, folders.queries / CLASSES[1])
+    assert added.code == 0, added.err
+    assert f"{QUERIES_PER_CLASS} of {2 * QUERIES_PER_CLASS} images lie outside" in added.err
+    out = search_json(run_cli, idx, new, 1, "--where", "path^=new/")
+    for q in out["queries"]:
+        hit = q["hits"][0]
+        assert hit["path"] == f"new/{CLASSES[0]}/{Path(q['query']).name}"
+        assert hit["score"] == pytest.approx(1.0, abs=1e-5)
+    far = search_json(run_cli, idx, folders.queries / CLASSES[1], 1)
+    assert all(Path(q["hits"][0]["path"]).is_absolute() for q in far["queries"])
+
+
 def test_index_add_embeds_images_with_the_indexs_model(
     tmp_path: Path, folders: Folders, run_cli
 ) -> None:

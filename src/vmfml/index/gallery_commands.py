@@ -171,5 +171,24 @@ def _from_images(gallery: Any, args: argparse.Namespace) -> tuple[Any, list[dict
     if args.on_error == "skip":
         images = readable_images(images, int(searcher.preprocessing["input_size"][0]))
     vectors = searcher.embed_images([path for path, _ in images])
-    items = [{"path": str(Path(path).resolve()), "label": label} for path, label in images]
+    root = gallery.meta.get("gallery_root")
+    items = [{"path": stored_path(path, root), "label": label} for path, label in images]
+    outside = sum(Path(str(item["path"])).is_absolute() for item in items)
+    if root and outside:
+        print(
+            f"vmfml index add: {outside} of {len(items)} images lie outside the gallery folder "
+            f"{root}: stored by absolute path (a path^= filter names them so; `vmfml serve` "
+            "shows no thumbnail for them)",
+            file=sys.stderr,
+        )
     return vectors.numpy(), items
+
+
+def stored_path(path: str | Path, root: str | None) -> str:
+    """An added image's path as the index stores it: relative to the gallery folder when it lies
+    inside it (like the built items, so `path^=shop7/` and the server's thumbnails reach it),
+    else absolute."""
+    resolved = Path(path).resolve()
+    if root is not None and resolved.is_relative_to(Path(root).resolve()):
+        return resolved.relative_to(Path(root).resolve()).as_posix()
+    return str(resolved)
