@@ -144,3 +144,19 @@ def test_serve_refuses_bad_rerank_flags_in_one_line(
     assert "argument --rerank: invalid choice: 'k-reciprocal'" in capsys.readouterr().err
     assert main(["serve", "--index", nowhere, "--rerank", "aqe", "--rerank-n", "500"]) == 2
     assert "re-ranking n must be an integer in [0, 100], got 500" in capsys.readouterr().err
+
+
+def test_serve_rerank_flags_set_the_servers_default(start_server, gallery) -> None:  # noqa: ANN001
+    import httpx
+
+    ref = gallery.reference / np.linalg.norm(gallery.reference, axis=1, keepdims=True)
+    query = np.random.default_rng(3).standard_normal(32)
+    with start_server("--rerank", "alpha-qe", "--rerank-n", "3", "--rerank-alpha", "1") as base:
+        setting = {"method": "alpha-qe", "n": 3, "alpha": 1.0}
+        assert httpx.get(f"{base}/api/health").json()["rerank"] == setting
+        body = {"vector": query.tolist(), "k": 5}
+        answer = httpx.post(f"{base}/api/search/vector", json=body).json()
+    assert answer["rerank"] == setting
+    target, margin = expanded(ref, query, 3, 1.0)
+    assert margin > TOL
+    check_hits(answer["results"], ref, target, 5)

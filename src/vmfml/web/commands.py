@@ -197,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         f"vmfml serve: {len(searcher.index)} items from {args.index} "
         f"on http://{host}:{port}/"
         + (" (API key required)" if api_key else "")
-        + (" (writable)" if args.writable else ""),
+        + (" (writable)" if args.writable else "")
+        + (f" (re-ranking by default: {rerank.describe()})" if rerank.method != "none" else ""),
         file=sys.stderr,
     )
     config = uvicorn.Config(
