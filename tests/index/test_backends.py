@@ -244,3 +244,92 @@ def test_a_process_where_faiss_torch_utils_replaced_search(tmp_path: Path) -> No
     np.testing.assert_array_equal(np.array(out["ids"]), ref_ids)
     if milvus:
         assert out["milvus"].startswith("Milvus Lite cannot search in this process")
+
+
+def expanded_by_brute_force(
+    vectors: dict[int, np.ndarray], queries: np.ndarray, n: int, alpha: float
+) -> np.ndarray:
+    """aqe (alpha 0) / alpha-qe in float64 numpy, as metrics/rerank.py defines them: the query
+    plus its exact top-n live vectors, each weighted by max(cos, 0) ** alpha, normalized."""
+    scores, ids = exact(vectors, queries.astype(np.float64), n)
+    out = queries.astype(np.float64).copy()
+    for r in range(len(queries)):
+        for s, i in zip(scores[r], ids[r], strict=True):
+            out[r] += max(s, 0.0) ** alpha * vectors[int(i)]
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_query_expansion_searches_like_brute_force(tmp_path: Path, backend: str) -> None:
+    from vmfml.index.rerank import reranked_hits, search_rerank
+
+    folder = tmp_path / "idx"
+    x = build(folder, backend, n=60)
+    store = open_gallery(folder)
+    try:
+        assert store.remove([1, 4, 7]) == [1, 4, 7]  # removed items are never neighbours
+        vectors = {i: x[i].astype(np.float64) for i in range(len(x)) if i not in (1, 4, 7)}
+        items = {it["id"]: it for it in store.items}
+        queries = clustered_unit_vectors(6, D, clusters=5, seed=4)
+        for method, n, alpha, where in [
+            ("aqe", 2, 3.0, None),  # aqe ignores alpha
+            ("alpha-qe", 2, 3.0, None),
+            ("alpha-qe", 5, 1.0, "label=bag"),  # neighbours and hits among the bags only
+            ("aqe", 3, 0.0, "label=bag"),
+        ]:
+            keep = (
+                vectors
+                if where is None
+                else {i: v for i, v in vectors.items() if _passes(items[i], where)}
+            )
+            expanded = expanded_by_brute_force(keep, queries, n, 0.0 if method == "aqe" else alpha)
+            ref_scores, ref_ids = exact(keep, expanded, 7)
+            hits = reranked_hits(store, queries, 7, where, search_rerank(method, n, alpha))
+            ids = np.array([[h["id"] for h in row] for row in hits])
+            scores = np.array([[h["score"] for h in row] for row in hits])
+            np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
+            gaps = np.abs(np.diff(ref_scores, axis=1)).min(axis=1) > 1e-4
+            np.testing.assert_array_equal(ids[gaps], ref_ids[gaps])
+            plain = np.array([[h["id"] for h in row] for row in store.hits(queries, 7, where)])
+            assert (ids != plain).any()  # the expansion changed some ranking: the test can fail
+        none = reranked_hits(store, queries, 7, None, search_rerank("none"))
+        assert none == store.hits(queries, 7)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cli_search_rerank_on_both_backends(
+    tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = clustered_unit_vectors(60, D, clusters=5, seed=0)
+    labels = [i % 2 for i in range(60)]
+    emb = save_embedding_file(tmp_path / "g.npz", x, labels, ["boot", "cap"],
+                              [f"/g/{i}.png" for i in range(60)], {})  # fmt: skip
+    folder = tmp_path / "idx"
+    assert main(["index", "--embeddings", str(emb), "--out", str(folder),
+                 "--backend", backend]) == 0  # fmt: skip
+    queries = clustered_unit_vectors(5, D, clusters=5, seed=5)
+    q = save_embedding_file(tmp_path / "q.npz", queries, [0] * 5, ["boot", "cap"],
+                            [f"q{i}" for i in range(5)], {})  # fmt: skip
+    capsys.readouterr()
+    assert main(["search", "--index", str(folder), str(q), "-k", "4", "--format", "json",
+                 "--where", "label=cap", "--rerank", "alpha-qe", "--rerank-n", "3"]) == 0  # fmt: skip
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["rerank"] == {"method": "alpha-qe", "n": 3, "alpha": 3.0}
+    caps = {i: x[i].astype(np.float64) for i in range(60) if i % 2}
+    ref_scores, ref_ids = exact(caps, expanded_by_brute_force(caps, queries, 3, 3.0), 4)
+    scores = np.array([[h["score"] for h in a["hits"]] for a in answer["queries"]])
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
+    gaps = np.abs(np.diff(ref_scores, axis=1)).min(axis=1) > 1e-4
+    ids = np.array([[h["id"] for h in a["hits"]] for a in answer["queries"]])
+    np.testing.assert_array_equal(ids[gaps], ref_ids[gaps])
+    with pytest.raises(SystemExit):  # argparse: dba and k-reciprocal are evaluate's only
+        main(["search", "--index", str(folder), str(q), "--rerank", "dba"])
+    assert "argument --rerank: invalid choice: 'dba'" in capsys.readouterr().err
+    for bad, message in [
+        (["--rerank-n", "101"], "n must be an integer in [0, 100], got 101"),
+        (["--rerank-alpha", "inf"], "alpha must be a number in [0, 100], got inf"),
+    ]:
+        assert main(["search", "--index", str(folder), str(q), "--rerank", "aqe", *bad]) == 2
+        assert message in capsys.readouterr().err

@@ -95,6 +95,65 @@ def test_images_paths_and_pil_agree(searcher: Searcher, folders: Folders) -> Non
         searcher.search_images(paths[0], k=3)  # type: ignore[arg-type]
 
 
+def expand(x: np.ndarray, q: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """aqe / alpha-qe by hand, float64: q plus its exact top-n rows of x weighted by
+    max(cos, 0) ** alpha, normalized (metrics/rerank.py's definition)."""
+    scores, ids = brute_force(x, q, n)
+    weights = np.clip(scores, 0, None) ** alpha
+    out = q + np.einsum("qn,qnd->qd", weights, x[ids])
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_query_expansion_of_images_and_items_matches_brute_force(
+    searcher: Searcher, folders: Folders
+) -> None:
+    from vmfml.index.rerank import search_rerank
+
+    x = gallery_vectors(searcher).astype(np.float64)
+    paths = sorted(folders.queries.rglob("*.png"))
+    q = searcher.embed_images(paths).numpy().astype(np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    for method, alpha in (("aqe", 0.0), ("alpha-qe", 3.0)):
+        hits = searcher.search_images(paths, 5, rerank=search_rerank(method, 3, 3.0))
+        expanded = expand(x, q, 3, alpha)
+        scores, _ = brute_force(x, expanded, 5)
+        ids = np.array([[h["id"] for h in r] for r in hits])
+        # The untrained model's scores lie close together: each hit must be a true top-5 item
+        # (its exact score the reference's at its rank), ties within float32 error aside.
+        np.testing.assert_allclose([[h["score"] for h in r] for r in hits], scores, atol=1e-5)
+        np.testing.assert_allclose(
+            np.take_along_axis(expanded @ x.T, ids, axis=1), scores, atol=1e-5
+        )
+        assert (ids != brute_force(x, q, 5)[1]).any()  # the expansion changed some list
+    # A gallery item is neither its own neighbour in the expansion nor a hit.
+    for i in (0, 17, 59):
+        others = np.delete(np.arange(len(x)), i)
+        expanded = expand(x[others], x[i : i + 1], 2, 3.0)
+        scores, _ = brute_force(x[others], expanded, 6)
+        hits = searcher.search_id(i, 6, rerank=search_rerank("alpha-qe", 2, 3.0))
+        ids = [h["id"] for h in hits]
+        assert i not in ids
+        np.testing.assert_allclose((expanded @ x[ids].T)[0], scores[0], atol=1e-5)
+
+
+def test_bad_rerank_settings_are_refused_in_one_line() -> None:
+    from vmfml.index.rerank import SEARCH_METHODS, search_rerank
+
+    with pytest.raises(ValueError, match="unknown re-ranking 'dba' for a search; valid options"):
+        search_rerank("dba")
+    with pytest.raises(ValueError, match=r"n must be an integer in \[0, 100\], got 101"):
+        search_rerank("aqe", 101)
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 100\], got nan"):
+        search_rerank("alpha-qe", 2, float("nan"))
+    assert search_rerank("alpha-qe").describe() == {"method": "alpha-qe", "n": 2, "alpha": 3.0}
+    parser = __import__("argparse").ArgumentParser()
+    from vmfml.index.cli_common import add_rerank_arguments
+
+    add_rerank_arguments(parser)
+    choices = next(a.choices for a in parser._actions if a.dest == "rerank")
+    assert tuple(choices) == SEARCH_METHODS
+
+
 def test_embedding_file_round_trip(tmp_path: Path) -> None:
     x = clustered_unit_vectors(50, 8, clusters=3, seed=0)
     labels = np.arange(50) % 3

@@ -170,7 +170,7 @@ def test_bad_input_gets_one_line(
 def test_evaluate_unknown_reports_every_score_as_classify_decides(
     trained_run: tuple[Path, Path], unseen: Path, tmp_path: Path, run_cli: Callable[..., Any]
 ) -> None:
-    run, _ = trained_run
+    run, listing = trained_run
     out = tmp_path / "metrics.json"
     result = run_cli(
         "evaluate", "--checkpoint", run, "--unknown", unseen, "--out", out, "--no-progress"
@@ -203,6 +203,17 @@ def test_evaluate_unknown_reports_every_score_as_classify_decides(
         )
         flagged = sum(r["label"] == "unknown" for r in rows) / len(rows)
         assert report["scores"][name]["flagged"] == pytest.approx(flagged, abs=1e-12)
+    # With rejection on, classify keeps of the known test images the share evaluate reports as
+    # `kept`, about the 95% the threshold keeps of the held-out images (48 test images here).
+    known_rows = _rows(
+        run_cli(
+            "classify", "--checkpoint", run, "--list", listing, "--format", "jsonl", "--no-progress"
+        ).out
+    )
+    kept = sum(r["label"] != "unknown" for r in known_rows) / len(known_rows)
+    assert len(known_rows) == 48 and report["keep_rate"] == 0.95
+    assert report["scores"][report["score"]]["kept"] == pytest.approx(kept, abs=1e-12)
+    assert kept >= 0.8
     assert "open set: 48 test images of the known classes against 180 unknown images" in result.out
     refused = run_cli("evaluate", "--checkpoint", run, "--unknown", tmp_path / "nowhere")
     assert refused.code == 2 and "nowhere: no such file or folder" in refused.err

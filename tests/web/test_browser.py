@@ -155,9 +155,10 @@ def test_the_page_names_the_class_or_says_unknown(
     browser, start_server, gallery, tmp_path: Path
 ) -> None:  # noqa: ANN001
     """With a classifier (--classifier), an uploaded image gets its class and probability, and an
-    image the classifier rejects gets "not in the known classes", as /api/classify answers."""
+    image of a class the classifier never saw, which it rejects, gets "not in the known
+    classes", as /api/classify answers."""
     import httpx
-    from test_classify_api import fit_gallery_classifier
+    from test_classify_api import UNSEEN, fit_gallery_classifier
 
     path = fit_gallery_classifier(gallery, tmp_path / "classifier.pt")
     with start_server("--classifier", str(path)) as base:
@@ -165,7 +166,8 @@ def test_the_page_names_the_class_or_says_unknown(
         for i in range(len(gallery.paths)):
             with open(gallery.paths[i], "rb") as f:
                 data = httpx.post(f"{base}/api/classify", files={"file": ("q.png", f)}).json()
-            answers.setdefault(data["known"], (i, data))
+            if data["known"] or gallery.labels[i] in UNSEEN:  # the unknown: of an unseen class
+                answers.setdefault(data["known"], (i, data))
         assert set(answers) == {True, False}, "no image of each kind to show"
         page = browser.new_page(bypass_csp=True)
         page.goto(base + "/")
@@ -217,3 +219,37 @@ def test_label_filter_and_add_to_gallery(browser, serve_index, gallery, tmp_path
         assert item["path"] == gallery.paths[17].name
         hits = httpx.get(f"{base}/api/search/item/17", params={"k": 1}).json()["results"]
         assert hits[0]["id"] == 60 and hits[0]["score"] > 0.9999
+
+
+def test_the_rerank_select_sends_the_chosen_expansion(browser, live_server: str, gallery) -> None:  # noqa: ANN001
+    """Choosing alpha-qe on the page re-runs the search with it: the page shows what the API
+    answers for `?rerank=alpha-qe`, not the plain search (whose scores differ)."""
+    import httpx
+
+    def answer(**params: str) -> list[tuple[int, str]]:
+        with open(gallery.paths[17], "rb") as f:
+            body = httpx.post(
+                f"{live_server}/api/search/image",
+                params={"k": 12, **params},
+                files={"file": ("q.png", f)},
+            ).json()
+        return [(h["id"], f"{h['score']:.3f}") for h in body["results"]]
+
+    expanded, plain = answer(rerank="alpha-qe"), answer()
+    assert expanded != plain
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, bypass_csp=True)
+    page.goto(live_server + "/")
+    page.wait_for_function("document.querySelector('#index-info').textContent.includes('60')")
+    page.set_input_files("#file-input", str(gallery.paths[17]))
+    wait_for_thumbnails(page, "#results", 12)
+    page.select_option("#rerank-select", "alpha-qe")
+    scores = "els => els.map(e => e.textContent)"
+    page.wait_for_function(
+        """want => JSON.stringify([...document.querySelectorAll('#results .score')]
+                                 .map(e => e.textContent)) === JSON.stringify(want)""",
+        arg=[s for _, s in expanded],
+        timeout=20_000,
+    )
+    assert result_ids(page) == [i for i, _ in expanded]
+    assert page.eval_on_selector_all("#results .score", scores) == [s for _, s in expanded]
+    page.close()

@@ -25,6 +25,29 @@ def add_model_run_arguments(
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
+    """--rerank none|aqe|alpha-qe, --rerank-n, --rerank-alpha (`vmfml.index.rerank`), checked
+    by `search_rerank`."""
+    parser.add_argument(
+        "--rerank",
+        default="none",
+        choices=("none", "aqe", "alpha-qe"),
+        help="query expansion: each query plus its top --rerank-n hits (weighted by "
+        "similarity ** --rerank-alpha for alpha-qe) searches again, with the same filter "
+        "(default: none; a `vmfml serve` request may choose its own)",
+    )
+    parser.add_argument(
+        "--rerank-n",
+        type=int,
+        help="neighbours the query is expanded by, 0..100 (default 2, as `vmfml evaluate`)",
+    )
+    parser.add_argument(
+        "--rerank-alpha",
+        type=float,
+        help="alpha-qe's weight exponent, 0..100 (default 3, as `vmfml evaluate`)",
+    )
+
+
 def add_on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--on-error",

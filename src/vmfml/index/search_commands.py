@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from vmfml.files import check_output_file
-from vmfml.index.cli_common import add_model_run_arguments, add_on_error_argument, positive_int
+from vmfml.index.cli_common import (
+    add_model_run_arguments,
+    add_on_error_argument,
+    add_rerank_arguments,
+    positive_int,
+)
 
 # Queries embedded and searched per round: bounds memory for a folder of many thousand images.
 QUERY_CHUNK = 256
@@ -61,14 +66,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refine-factor", type=positive_int, help="ivfpq: candidates re-ranked exactly, per hit"
     )
+    add_rerank_arguments(parser)
     add_on_error_argument(parser, "query image")
     add_model_run_arguments(parser, batch_size=64, loader=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vmfml.index.rerank import search_rerank
     from vmfml.index.where import parse_where
 
     args.where = parse_where(args.where)  # a bad filter is refused before any work
+    args.rerank = search_rerank(args.rerank, args.rerank_n, args.rerank_alpha)
     if args.grid:
         check_output_file(args.grid, "--grid")
     embedding_files = [q for q in args.queries if str(q).endswith(".npz")]
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         payload = {
             "index": str(args.index),
             "k": args.k,
+            "rerank": args.rerank.describe(),
             "queries": [
                 {"query": str(src), "label": label, "hits": hits}
                 for (src, label), hits in zip(queries, results, strict=True)
@@ -138,7 +147,7 @@ def _search_images(
     results: list[list[Any]] = []
     for start in range(0, len(queries), QUERY_CHUNK):
         paths = [path for path, _ in queries[start : start + QUERY_CHUNK]]
-        results.extend(searcher.search_images(paths, args.k, args.where))
+        results.extend(searcher.search_images(paths, args.k, args.where, args.rerank))
     return searcher.index, queries, results
 
 
@@ -148,6 +157,7 @@ def _search_embedding_files(
     from vmfml.index.embeddings import load_embedding_file
     from vmfml.index.model_info import check_same_model
     from vmfml.index.open_gallery import open_gallery
+    from vmfml.index.rerank import reranked_hits
 
     index = open_gallery(args.index, milvus_uri=args.milvus_uri)
     index.set_search_params(args.nprobe, args.ef_search, args.refine_factor)
@@ -165,11 +175,8 @@ def _search_embedding_files(
             )
         labels = data.label_names()
         for start in range(0, len(data), QUERY_CHUNK):
-            results.extend(
-                index.hits(
-                    np.asarray(data.embeddings[start : start + QUERY_CHUNK]), args.k, args.where
-                )
-            )
+            chunk = np.asarray(data.embeddings[start : start + QUERY_CHUNK])
+            results.extend(reranked_hits(index, chunk, args.k, args.where, args.rerank))
         queries.extend(
             (Path(p) if p else Path(f"{file}#{i}"), labels[i]) for i, p in enumerate(data.paths)
         )

@@ -20,7 +20,9 @@ from torch import nn
 from vmfml.index.images import prepare
 from vmfml.index.model_info import check_same_model, describe, model_info
 from vmfml.index.open_gallery import open_gallery
+from vmfml.index.rerank import expand_on_store, reranked_hits
 from vmfml.index.store import GalleryStore, Hit, Where
+from vmfml.metrics.rerank import Rerank
 from vmfml.models.inference import embed_batches
 
 ImageLike = Image.Image | str | Path
@@ -137,39 +139,62 @@ class Searcher:
 
     # ---- searching ---------------------------------------------------------------------------
 
-    def search_image(self, image: ImageLike, k: int = 5, where: Where = None) -> list[Hit]:
+    # Every search takes `rerank`: None (or method "none") is the plain search; aqe or alpha-qe
+    # (`vmfml.index.rerank.search_rerank`) expand each query by its top-n items that pass `where`
+    # and search again, the scores then being cosines to the expanded query.
+
+    def search_image(
+        self, image: ImageLike, k: int = 5, where: Where = None, rerank: Rerank | None = None
+    ) -> list[Hit]:
         """The k gallery items most similar to one image (PIL image or path)."""
-        return self.search_images([image], k, where)[0]
+        return self.search_images([image], k, where, rerank)[0]
 
     def search_images(
-        self, images: Sequence[ImageLike], k: int = 5, where: Where = None
+        self,
+        images: Sequence[ImageLike],
+        k: int = 5,
+        where: Where = None,
+        rerank: Rerank | None = None,
     ) -> list[list[Hit]]:
         """The k gallery items most similar to each image, one list of hits per image."""
         if isinstance(images, (str, Path, Image.Image)):
             raise ValueError("search_images takes a list of images; use search_image for one")
-        return self.search_vectors(self.embed_images(images), k, where)
+        return self.search_vectors(self.embed_images(images), k, where, rerank)
 
-    def search_id(self, i: int, k: int = 5, where: Where = None) -> list[Hit]:
-        """The k gallery items most similar to gallery item i, the item itself excluded."""
-        vector = self.index.reconstruct(i)
-        hits = self.search_vectors(vector[None], k + 1, where)[0]
+    def search_id(
+        self, i: int, k: int = 5, where: Where = None, rerank: Rerank | None = None
+    ) -> list[Hit]:
+        """The k gallery items most similar to gallery item i, the item itself excluded (also
+        from the neighbours a re-ranking expands it by)."""
+        vector = self.index.reconstruct(i)[None]
+        if rerank is not None:
+            vector = expand_on_store(self.index, vector, rerank, where, exclude=[i])
+        hits = self.search_vectors(vector, k + 1, where)[0]
         return [h for h in hits if h["id"] != i][:k]
 
     def search_vector(
-        self, vector: np.ndarray | torch.Tensor | Sequence[float], k: int = 5, where: Where = None
+        self,
+        vector: np.ndarray | torch.Tensor | Sequence[float],
+        k: int = 5,
+        where: Where = None,
+        rerank: Rerank | None = None,
     ) -> list[Hit]:
         """The k gallery items most similar to one embedding `[D]` (normalized here)."""
         v = _as_numpy(vector)
         if v.ndim != 1:
             raise ValueError(f"search_vector takes one vector [D], got shape {v.shape}")
-        return self.search_vectors(v[None], k, where)[0]
+        return self.search_vectors(v[None], k, where, rerank)[0]
 
     def search_vectors(
-        self, vectors: np.ndarray | torch.Tensor, k: int = 5, where: Where = None
+        self,
+        vectors: np.ndarray | torch.Tensor,
+        k: int = 5,
+        where: Where = None,
+        rerank: Rerank | None = None,
     ) -> list[list[Hit]]:
         """The k gallery items most similar to each row of `vectors` `[Q, D]` (normalized here),
         among those that pass `where` (e.g. `["label=shoe", "path^=shop7/"]`, see
-        `vmfml.index.where`).
+        `vmfml.index.where`), after the re-ranking `rerank` (None: none).
 
         Ids of -1 (fewer than k reachable items) are dropped, so a list may hold fewer than k hits.
         """
@@ -184,7 +209,7 @@ class Searcher:
         norms = np.linalg.norm(v, axis=1, keepdims=True)
         if not np.all(norms > 0) or not np.all(np.isfinite(norms)):
             raise ValueError("query vectors must be finite and non-zero")
-        return self.index.hits(v / norms, k, where)
+        return reranked_hits(self.index, v / norms, k, where, rerank)
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor | Sequence[float]) -> np.ndarray:

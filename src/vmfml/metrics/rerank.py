@@ -125,10 +125,35 @@ def expand_queries(
     if n == 0:
         return q
     sims, ids = knn(q, g, n, exclude_self=exclude_self, backend=backend)
+    return expand_with_neighbours(q, sims, ids, g, alpha)
+
+
+def expand_with_neighbours(
+    queries: torch.Tensor,
+    sims: torch.Tensor,
+    ids: torch.Tensor,
+    vectors: torch.Tensor,
+    alpha: float = 0.0,
+) -> torch.Tensor:
+    """The expansion of `expand_queries`, given each query's neighbours already found.
+
+    `q' = normalize(q + sum_i max(s_i, 0) ** alpha * vectors[ids_i])`. A zero row of `vectors`
+    adds nothing, whatever its weight: a search store passes one for neighbours it did not find.
+
+    Args:
+        queries: `[Q, D]` unit vectors.
+        sims: `[Q, n]` cosine similarity of each query to its neighbours.
+        ids: `[Q, n]` rows of `vectors` holding the neighbours.
+        vectors: `[M, D]` the neighbours' vectors.
+        alpha: weight exponent, >= 0.
+
+    Returns:
+        `[Q, D]` float32 unit vectors.
+    """
     weights = sims.clamp(min=0) ** alpha
-    expanded = q.clone()
-    for i in range(n):
-        expanded += weights[:, i : i + 1] * g[ids[:, i]]
+    expanded = queries.clone()
+    for i in range(ids.shape[1]):
+        expanded += weights[:, i : i + 1] * vectors[ids[:, i]]
     return F.normalize(expanded, dim=1)
 
 

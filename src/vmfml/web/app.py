@@ -20,6 +20,9 @@ Routes (JSON in and out; every error is `{"detail": "<one readable sentence>"}` 
     POST /api/search/vector         {"vector": [D floats], "k": n, "where": {filter}}: `where`
                                     (also a JSON form field of image search) keeps the items with
                                     this label, path, path_prefix, meta {name: value} (`WhereFilter`)
+                                    Every search takes `rerank` (none, aqe, alpha-qe), `rerank_n`
+                                    and `rerank_alpha`: fields of the vector body, query
+                                    parameters of the others (default: `vmfml serve --rerank`)
     POST /api/classify?k            multipart upload `file` (+ `k`): the known class and its
                                     probability, or "unknown" (when the server has a classifier)
     GET  /openapi.json, /docs       the API schema, and an offline page that lists it
@@ -52,7 +55,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -67,6 +70,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from vmfml.index.rerank import MAX_ALPHA, MAX_N, search_rerank
 from vmfml.index.where import Clause
 from vmfml.web.api_docs import render_api_docs
 from vmfml.web.errors import add_error_handlers
@@ -93,6 +97,7 @@ IMAGE_SEARCH_PATH = "/api/search/image"  # the routes that take an upload (their
 CLASSIFY_PATH = "/api/classify"
 ITEMS_PATH = "/api/items"  # POST: add an item (a vector, or an image upload) with --writable
 META_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a metadata name a filter may use (vmfml.index.where)
+RerankMethod = Literal["none", "aqe", "alpha-qe"]  # vmfml.index.rerank.SEARCH_METHODS
 READ_ONLY = "this server is read-only: start it with --writable to add and remove items"
 # After decoding an image this large, freed memory is handed back to the system (`release_memory`).
 RELEASE_AFTER_PIXELS = 1 << 22
@@ -241,12 +246,20 @@ class Gallery:
         return out
 
     def results(
-        self, query: dict[str, Any], k: int, hits: Sequence[Hit], t0: float
+        self,
+        query: dict[str, Any],
+        k: int,
+        hits: Sequence[Hit],
+        t0: float,
+        rerank: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A search's answer: the query, k, the hits best first and the time since `t0`."""
+        """A search's answer: the query, k, the re-ranking (`{"rerank": Rerank}` as the searcher
+        was given it; its scores are cosines to the expanded query), the hits best first and the
+        time since `t0`."""
         return {
             "query": query,
             "k": k,
+            "rerank": rerank["rerank"].describe() if rerank else {"method": "none"},
             "results": [self.public_item(h, h["score"]) for h in hits],
             "took_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
@@ -310,6 +323,9 @@ def _add_gallery_routes(
                 "score": classifier.score,
                 "keep_rate": classifier.keep_rate,
             },
+            "rerank": search_rerank(
+                settings.rerank, settings.rerank_n, settings.rerank_alpha
+            ).describe(),
             "limits": {
                 "max_k": settings.max_k,
                 "default_k": settings.default_k,
@@ -414,6 +430,43 @@ def _add_search_routes(
     ItemId = Annotated[int, gallery.id_param]
     k_text = f"number of neighbours (1..{max_k})"
     K = Annotated[int, Query(ge=1, le=max_k, description=k_text)]
+    method_text = "query expansion: none, aqe or alpha-qe (default: the server's --rerank)"
+    n_text = f"neighbours the query is expanded by (0..{MAX_N}; default: the server's)"
+    alpha_text = f"alpha-qe's weight exponent (0..{MAX_ALPHA:g}; default: the server's)"
+
+    def rerank_args(method: str | None, n: int | None, alpha: float | None) -> dict[str, Any]:
+        """`{"rerank": Rerank}` for the searcher, or {} for none: the request's choice, else the
+        server's; 422 for n or alpha given to a search without re-ranking."""
+        chosen = method or settings.rerank
+        if chosen == "none":
+            if n is not None or alpha is not None:
+                raise HTTPException(
+                    422,
+                    "rerank_n and rerank_alpha apply to rerank aqe and alpha-qe; this "
+                    "search has no re-ranking",
+                )
+            return {}
+        try:
+            return {
+                "rerank": search_rerank(
+                    chosen,
+                    settings.rerank_n if n is None else n,
+                    settings.rerank_alpha if alpha is None else alpha,
+                )
+            }
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from err
+
+    def rerank_query(
+        rerank: Annotated[RerankMethod | None, Query(description=method_text)] = None,
+        rerank_n: Annotated[int | None, Query(ge=0, le=MAX_N, description=n_text)] = None,
+        rerank_alpha: Annotated[
+            float | None, Query(ge=0, le=MAX_ALPHA, description=alpha_text)
+        ] = None,
+    ) -> dict[str, Any]:
+        return rerank_args(rerank, rerank_n, rerank_alpha)
+
+    RerankArgs = Annotated[dict[str, Any], Depends(rerank_query)]
 
     @app.post(
         IMAGE_SEARCH_PATH,
@@ -424,6 +477,7 @@ def _add_search_routes(
     )
     async def search_image(
         file: Annotated[UploadFile, File(description="the query image")],
+        rerank: RerankArgs,
         k_form: Annotated[int | None, Form(alias="k", ge=1, le=max_k, description=k_text)] = None,
         k_query: Annotated[int | None, Query(alias="k", ge=1, le=max_k, description=k_text)] = None,
         where_form: Annotated[
@@ -446,24 +500,25 @@ def _add_search_routes(
             )
             try:
                 hits = await run_in_threadpool(
-                    searcher.search_image, image, gallery.bounded_k(k), *where
+                    searcher.search_image, image, gallery.bounded_k(k), *where, **rerank
                 )
             finally:
                 image.close()
                 if image.width * image.height >= RELEASE_AFTER_PIXELS:
                     await run_in_threadpool(release_memory)
         query = {"type": "image", "filename": name, "width": image.width, "height": image.height}
-        return gallery.results(query, k, hits, t0)
+        return gallery.results(query, k, hits, t0, rerank)
 
     @app.get("/api/search/item/{item_id}", summary="Neighbours of a gallery item (itself excluded)")
-    def search_item(item_id: ItemId, k: K = default_k) -> dict[str, Any]:
+    def search_item(item_id: ItemId, rerank: RerankArgs, k: K = default_k) -> dict[str, Any]:
         t0 = time.perf_counter()
         item = gallery.item(item_id)
         try:
-            hits = searcher.search_id(item_id, max(1, min(k, gallery.count - 1)))
+            hits = searcher.search_id(item_id, max(1, min(k, gallery.count - 1)), **rerank)
         except IndexError as err:  # removed between the check above and the search
             raise HTTPException(404, f"unknown item id {item_id}: {err}") from err
-        return gallery.results({"type": "item", **gallery.public_item(item)}, k, hits, t0)
+        query = {"type": "item", **gallery.public_item(item)}
+        return gallery.results(query, k, hits, t0, rerank)
 
     # A local class: its bounds come from the index and the settings. Strict: JSON types exact
     # (no "5" or true for k, no "0.1" or true for a vector element; an integer is a number).
@@ -474,14 +529,18 @@ def _add_search_routes(
         where: WhereFilter | None = Field(
             None, description="only items that pass every field given (label, path, ...)"
         )
+        rerank: RerankMethod | None = Field(None, description=method_text)
+        rerank_n: int | None = Field(None, ge=0, le=MAX_N, description=n_text)
+        rerank_alpha: float | None = Field(None, ge=0, le=MAX_ALPHA, description=alpha_text)
 
     @app.post("/api/search/vector", summary="Search with an embedding vector")
     def search_vector(body: VectorQuery) -> dict[str, Any]:
         t0 = time.perf_counter()
         unit = unit_vector(body.vector, dimension)
         where = body.where.searcher_args() if body.where is not None else ()
-        hits = searcher.search_vector(unit, gallery.bounded_k(body.k), *where)
-        return gallery.results({"type": "vector"}, body.k, hits, t0)
+        rerank = rerank_args(body.rerank, body.rerank_n, body.rerank_alpha)
+        hits = searcher.search_vector(unit, gallery.bounded_k(body.k), *where, **rerank)
+        return gallery.results({"type": "vector"}, body.k, hits, t0, rerank)
 
 
 def unit_vector(values: Sequence[float], dimension: int) -> np.ndarray:

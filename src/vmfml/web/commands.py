@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vmfml.index.cli_common import add_rerank_arguments
+
 API_KEY_VARIABLE = "VMFML_API_KEY"
 WILDCARD_HOSTS = ("0.0.0.0", "::")  # every address of the machine
 
@@ -98,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="classifier.pt of the index's model for /api/classify and the page's class line "
         "(default: the one beside the index's checkpoint, when there is one)",
     )
+    add_rerank_arguments(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -136,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vmfml.index import Searcher
+    from vmfml.index.rerank import search_rerank
 
     torch.set_num_threads(args.threads)
 
@@ -150,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.gallery_root is not None and not Path(args.gallery_root).is_dir():
         raise FileNotFoundError(f"--gallery-root {args.gallery_root}: no such folder")
+    rerank = search_rerank(args.rerank, args.rerank_n, args.rerank_alpha)  # evaluate's defaults
     settings = ServeSettings(
         max_upload_mb=args.max_upload_mb,
         max_k=args.max_k,
@@ -161,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
         allowed_hosts=allowed_hosts(args.host, args.allowed_hosts),
         api_key=api_key,
         writable=args.writable,
+        rerank=rerank.method,
+        rerank_n=rerank.n,
+        rerank_alpha=rerank.alpha,
     )
     # Decoded images' buffers are unmapped as soon as they are freed: a burst of uploads does
     # not leave the process larger for good (BENCHMARKS.md 4).
@@ -189,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         f"vmfml serve: {len(searcher.index)} items from {args.index} "
         f"on http://{host}:{port}/"
         + (" (API key required)" if api_key else "")
-        + (" (writable)" if args.writable else ""),
+        + (" (writable)" if args.writable else "")
+        + (f" (re-ranking by default: {rerank.describe()})" if rerank.method != "none" else ""),
         file=sys.stderr,
     )
     config = uvicorn.Config(

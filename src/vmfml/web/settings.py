@@ -48,14 +48,20 @@ class SearcherLike(Protocol):
     @property
     def model(self) -> Any: ...
 
-    def search_image(self, image: Image.Image, k: int, where: Any = None, /) -> Sequence[Hit]:
+    # `rerank` (a `vmfml.metrics.rerank.Rerank`) is only passed when a search asks for one.
+
+    def search_image(
+        self, image: Image.Image, k: int, where: Any = None, /, *, rerank: Any = None
+    ) -> Sequence[Hit]:
         """`where`: `vmfml.index.where.Clause` values, ANDed (None: no filter)."""
 
     def embed_images(self, images: Sequence[Image.Image], /) -> Any: ...
 
-    def search_id(self, i: int, k: int, /) -> Sequence[Hit]: ...
+    def search_id(self, i: int, k: int, /, *, rerank: Any = None) -> Sequence[Hit]: ...
 
-    def search_vector(self, vector: np.ndarray, k: int, where: Any = None, /) -> Sequence[Hit]: ...
+    def search_vector(
+        self, vector: np.ndarray, k: int, where: Any = None, /, *, rerank: Any = None
+    ) -> Sequence[Hit]: ...
 
 
 # Host names a browser may use to reach a loopback server; any other Host header is refused, so a
@@ -84,8 +90,16 @@ class ServeSettings:
     api_key: str | None = field(default=None, repr=False)
     # POST /api/items and DELETE /api/items/{id} change the gallery only when set (--writable).
     writable: bool = False
+    # Query expansion of every search that does not choose its own (`vmfml.index.rerank`):
+    # none, aqe or alpha-qe, with its neighbours and weight exponent (evaluate's defaults).
+    rerank: str = "none"
+    rerank_n: int = 2
+    rerank_alpha: float = 3.0
 
     def __post_init__(self) -> None:
+        from vmfml.index.rerank import search_rerank
+
+        search_rerank(self.rerank, self.rerank_n, self.rerank_alpha)  # one line if bad
         if not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
             raise ValueError(f"max_upload_mb must be a finite number > 0, got {self.max_upload_mb}")
         if self.max_k < 1:

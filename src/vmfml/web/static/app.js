@@ -145,6 +145,12 @@ async function runSearch(describe, request) {
   }
 }
 
+// The re-ranking chosen on the page as a query string; "" keeps the server's default.
+function rerankQuery() {
+  const method = $("rerank-select").value;
+  return method ? `rerank=${encodeURIComponent(method)}` : "";
+}
+
 function searchFile(file) {
   if (!file) return;
   if (file.size > state.limits.max_upload_bytes) {
@@ -160,7 +166,8 @@ function searchFile(file) {
   const label = $("label-filter").value.trim();
   if (label) form.append("where", JSON.stringify({ label }));
   $("add-to-gallery").hidden = !state.writable;
-  runSearch(`“${file.name || "image"}”`, () => api("/api/search/image", { method: "POST", body: form }));
+  const url = "/api/search/image" + (rerankQuery() ? `?${rerankQuery()}` : "");
+  runSearch(`“${file.name || "image"}”`, () => api(url, { method: "POST", body: form }));
   classifyFile(file, state.seq);
 }
 
@@ -211,7 +218,8 @@ function searchItem(item) {
   state.query = { type: "item", item };
   $("add-to-gallery").hidden = true; // only an uploaded image can be added
   setQueryPreview(item.thumbnail, `gallery item #${item.id}${item.label != null ? ` · ${item.label}` : ""}`);
-  runSearch(`item #${item.id}`, () => api(`/api/search/item/${item.id}?k=${currentK()}`));
+  const rerank = rerankQuery() ? `&${rerankQuery()}` : "";
+  runSearch(`item #${item.id}`, () => api(`/api/search/item/${item.id}?k=${currentK()}${rerank}`));
 }
 
 function renderResults(data, describe) {
@@ -346,10 +354,12 @@ function wireInputs() {
     const file = [...(event.clipboardData?.files ?? [])].find((f) => f.type.startsWith("image/"));
     if (file) searchFile(file);
   });
-  $("k-select").addEventListener("change", () => {
-    if (state.query?.type === "image") searchFile(state.query.file);
-    else if (state.query?.type === "item") searchItem(state.query.item);
-  });
+  for (const id of ["k-select", "rerank-select"]) {
+    $(id).addEventListener("change", () => {
+      if (state.query?.type === "image") searchFile(state.query.file);
+      else if (state.query?.type === "item") searchItem(state.query.item);
+    });
+  }
   $("label-filter").addEventListener("change", () => {
     if (state.query?.type === "image") searchFile(state.query.file);
   });
