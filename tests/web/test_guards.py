@@ -365,3 +365,37 @@ def test_the_hosts_answered_follow_host_and_allowed_hosts() -> None:
         "search.lan",
         "10.0.0.5",
     )
+
+
+def test_the_listening_socket_gives_connections_without_nagle() -> None:
+    """uvicorn serves on vmfml's own socket through asyncio, which sets TCP_NODELAY only on
+    sockets whose proto says TCP. With Nagle on, every response waited for the client's delayed
+    ACK (about 40 ms a request, whatever the work)."""
+    import asyncio
+    import socket
+
+    from vmfml.web.commands import _listen
+
+    listener = _listen("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future[int] = loop.create_future()
+
+        class Protocol(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await loop.create_server(Protocol, sock=listener)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+            return value
+        finally:
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0

@@ -253,7 +253,9 @@ def _read_api_key(path: str | None) -> str | None:
 def _listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port, or a ValueError saying why not (a port in use)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says
+    # TCP, and with Nagle on every response waited ~40 ms for a delayed ACK.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
