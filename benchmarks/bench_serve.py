@@ -8,7 +8,8 @@ a request count and a time limit. Only 127.0.0.1 is ever contacted.
 
 With --writes the server runs with --writable and the endpoints are the live writes instead:
 `add` (POST /api/items, one JSON vector with a label, a path and metadata per request, answered
-201 once it is on disk) and `remove` (DELETE /api/items/{id}, a different built item each time).
+201 once it is on disk) and `remove` (DELETE /api/items/{id}, a different built item each time),
+beside `health` (the floor of one request) and the same writes made on the store directly.
 
     python benchmarks/bench_serve.py                  # writes benchmarks/results/serve.md
     python benchmarks/bench_serve.py --n 20000 --requests 200 --out /tmp/serve.md
@@ -250,6 +251,37 @@ def requesters(
     }
 
 
+def store_levels(index_dir: Path, dim: int, total: int, seed: int) -> list[Level]:
+    """The same adds and removes made on the store directly (`open_gallery`, no HTTP), one
+    at a time: what a write costs the server beside handling the request."""
+    from vmfml.index.open_gallery import open_gallery
+
+    store = open_gallery(index_dir)
+    rng = np.random.default_rng(seed + 2)
+    vectors = rng.standard_normal((total, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    latencies: dict[str, list[float]] = {"add": [], "remove": []}
+    added = []
+    t0 = time.perf_counter()
+    for i, v in enumerate(vectors):
+        t = time.perf_counter()
+        item = {"path": f"direct/{i}.png", "label": "direct", "meta": {"shop": i % 7}}
+        added += store.add(v[None], [item])
+        latencies["add"].append((time.perf_counter() - t) * 1000)
+    seconds = {"add": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    for i in added:
+        t = time.perf_counter()
+        store.remove([i])
+        latencies["remove"].append((time.perf_counter() - t) * 1000)
+    seconds["remove"] = time.perf_counter() - t0
+    store.close()
+    return [
+        Level(f"{op} (store, no HTTP)", 1, total, 0, seconds[op], np.array(ms), np.array([]))
+        for op, ms in latencies.items()
+    ]
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -314,6 +346,10 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        if args.writes:
+            for level in store_levels(folder / "index", args.dim, args.requests, args.seed):
+                print(level.row(), flush=True)
+                rows.append(level.row())
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     report = "\n".join(
@@ -338,7 +374,11 @@ def main() -> int:
                     "per request, answered 201 once SQLite has committed it (WAL, "
                     "synchronous=FULL: fsynced); `remove` is DELETE /api/items/{id} of a "
                     "different built item each time. The index folder (where the fsyncs go) is "
-                    f"in {tempfile.gettempdir()}.",
+                    f"in {tempfile.gettempdir()}. `health` (GET /api/health) is the floor of "
+                    "one request on this machine. The `(store, no HTTP)` rows make the same "
+                    "writes on the store directly (`open_gallery` in the benchmark's process, "
+                    "after the server stopped), one at a time: what a write costs beside the "
+                    "request.",
                 ]
                 if args.writes
                 else []
