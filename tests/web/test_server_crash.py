@@ -125,7 +125,6 @@ def test_a_server_killed_midway_loses_no_acknowledged_write(
     assert len(acked) >= after_acks
     # At most one write of each client was sent without an answer.
     in_flight = [w for w in writes if not w.acked]
-
     assert len(in_flight) <= CLIENTS
 
     added = {w.id: w for w in acked if w.vector is not None}
