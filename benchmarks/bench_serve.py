@@ -6,14 +6,21 @@ starts `vmfml serve` in a subprocess on 127.0.0.1, then runs C client threads (e
 keep-alive `httpx.Client`) against each endpoint for C in --concurrency. Every level is bounded by
 a request count and a time limit. Only 127.0.0.1 is ever contacted.
 
+With --writes the server runs with --writable and the endpoints are the live writes instead:
+`add` (POST /api/items, one JSON vector with a label, a path and metadata per request, answered
+201 once it is on disk) and `remove` (DELETE /api/items/{id}, a different built item each time),
+beside `health` (the floor of one request) and the same writes made on the store directly.
+
     python benchmarks/bench_serve.py                  # writes benchmarks/results/serve.md
     python benchmarks/bench_serve.py --n 20000 --requests 200 --out /tmp/serve.md
+    python benchmarks/bench_serve.py --writes         # writes benchmarks/results/serve_writes.md
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import platform
 import shlex
@@ -41,17 +48,31 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="index kind")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
-    p.add_argument("--concurrency", default="1,4,16", help="client threads per level")
+    p.add_argument(
+        "--concurrency",
+        default=None,
+        help="client threads per level (default: 1,4,16; 1,2 with --writes)",
+    )
     p.add_argument("--requests", type=int, default=400, help="requests per level and endpoint")
     p.add_argument(
         "--max-seconds", type=float, default=20.0, help="time cap per level and endpoint"
     )
     p.add_argument(
         "--endpoints",
-        default="vector,item,image",
-        help="comma list of vector, item, image (default: %(default)s)",
+        default=None,
+        help="comma list of vector, item, image, add, remove, health (GET /api/health: the "
+        "floor of one request) (default: vector,item,image; health,add,remove with --writes)",
     )
-    p.add_argument("--out", default="benchmarks/results/serve.md", help="markdown report")
+    p.add_argument(
+        "--writes",
+        action="store_true",
+        help="serve with --writable and measure live adds and removes over HTTP",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="markdown report (default: benchmarks/results/serve.md, serve_writes.md with --writes)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -82,10 +103,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(index_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(index_dir: Path, port: int, log: Path, *options: str) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "vmfml.cli", "serve", "--index", str(index_dir),
-        "--host", HOST, "--port", str(port), "--log-level", "warning",
+        "--host", HOST, "--port", str(port), "--log-level", "warning", *options,
     ]  # fmt: skip
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -112,6 +133,7 @@ class Level:
     seconds: float
     latencies_ms: np.ndarray
     server_ms: np.ndarray  # the server's own `took_ms`: search time without HTTP and queueing
+    # (searches only; a write's answer has none)
 
     def row(self) -> str:
         p50, p90, p99 = (np.percentile(self.latencies_ms, q) for q in (50, 90, 99))
@@ -155,10 +177,10 @@ def run_level(
                 n += 1
                 with lock:
                     latencies.append(dt)
-                    if r.status_code == 200:
-                        server.append(float(r.json()["took_ms"]))
-                    else:
+                    if not r.is_success:
                         errors += 1
+                    elif "took_ms" in (answer := r.json()):
+                        server.append(float(answer["took_ms"]))
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     t0 = time.perf_counter()
@@ -202,7 +224,62 @@ def requesters(
         files = {"file": ("q.png", images[i % 16], "image/png")}
         return client.post("/api/search/image", files=files, data={"k": str(k)})
 
-    return {"vector": vector, "item": item, "image": image}
+    def add(client: httpx.Client, i: int) -> httpx.Response:
+        body = {
+            "vector": vectors[i % 256],
+            "label": f"class_{i % 100}",
+            "path": f"added/{i}.png",
+            "metadata": {"shop": i % 7, "camera": "front"},
+        }
+        return client.post("/api/items", json=body)
+
+    built = itertools.count()  # every removal names another built item, across the threads
+
+    def remove(client: httpx.Client, i: int) -> httpx.Response:
+        return client.delete(f"/api/items/{next(built) % n}")
+
+    def health(client: httpx.Client, i: int) -> httpx.Response:
+        return client.get("/api/health")
+
+    return {
+        "vector": vector,
+        "item": item,
+        "image": image,
+        "add": add,
+        "remove": remove,
+        "health": health,
+    }
+
+
+def store_levels(index_dir: Path, dim: int, total: int, seed: int) -> list[Level]:
+    """The same adds and removes made on the store directly (`open_gallery`, no HTTP), one
+    at a time: what a write costs the server beside handling the request."""
+    from vmfml.index.open_gallery import open_gallery
+
+    store = open_gallery(index_dir)
+    rng = np.random.default_rng(seed + 2)
+    vectors = rng.standard_normal((total, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    latencies: dict[str, list[float]] = {"add": [], "remove": []}
+    added = []
+    t0 = time.perf_counter()
+    for i, v in enumerate(vectors):
+        t = time.perf_counter()
+        item = {"path": f"direct/{i}.png", "label": "direct", "meta": {"shop": i % 7}}
+        added += store.add(v[None], [item])
+        latencies["add"].append((time.perf_counter() - t) * 1000)
+    seconds = {"add": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    for i in added:
+        t = time.perf_counter()
+        store.remove([i])
+        latencies["remove"].append((time.perf_counter() - t) * 1000)
+    seconds["remove"] = time.perf_counter() - t0
+    store.close()
+    return [
+        Level(f"{op} (store, no HTTP)", 1, total, 0, seconds[op], np.array(ms), np.array([]))
+        for op, ms in latencies.items()
+    ]
 
 
 def machine() -> str:
@@ -230,10 +307,20 @@ def machine() -> str:
 
 def main() -> int:
     args = parse_args()
+    if args.endpoints is None:
+        args.endpoints = "health,add,remove" if args.writes else "vector,item,image"
+    if args.concurrency is None:
+        args.concurrency = "1,2" if args.writes else "1,4,16"
+    if args.out is None:
+        args.out = f"benchmarks/results/serve{'_writes' if args.writes else ''}.md"
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    unknown = sorted(set(endpoints) - {"vector", "item", "image"})
+    unknown = sorted(set(endpoints) - {"vector", "item", "image", "add", "remove", "health"})
     if unknown:
-        raise SystemExit(f"unknown endpoint(s) {unknown}; valid: vector, item, image")
+        raise SystemExit(
+            f"unknown endpoint(s) {unknown}; valid: vector, item, image, add, remove, health"
+        )
+    if {"add", "remove"} & set(endpoints) and not args.writes:
+        raise SystemExit("the add and remove endpoints need --writes (a --writable server)")
     levels = [int(c) for c in args.concurrency.split(",")]
     host = machine()
     with tempfile.TemporaryDirectory(prefix="vmfml-bench-serve-") as tmp:
@@ -243,7 +330,8 @@ def main() -> int:
         build_s = time.perf_counter() - t0
         print(f"built a {args.kind} index of {args.n} x {args.dim} in {build_s:.1f} s", flush=True)
         port = free_port()
-        server = start_server(folder / "index", port, folder / "serve.log")
+        options = ("--writable",) if args.writes else ()
+        server = start_server(folder / "index", port, folder / "serve.log", *options)
         base = f"http://{HOST}:{port}"
         try:
             make = requesters(args.n, args.dim, args.k, args.seed)
@@ -258,6 +346,10 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        if args.writes:
+            for level in store_levels(folder / "index", args.dim, args.requests, args.seed):
+                print(level.row(), flush=True)
+                rows.append(level.row())
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     report = "\n".join(
@@ -274,12 +366,29 @@ def main() -> int:
             "the same machine as the server, so they compete with it for the CPUs. `server p50 ms` "
             "is the median of the server's own `took_ms` (decode, embed, search; no HTTP, no "
             "queueing).",
+            *(
+                [
+                    "",
+                    "Writes (--writes): the server runs with `--writable`; `add` is POST "
+                    "/api/items with one JSON vector, a label, a path and two metadata fields "
+                    "per request, answered 201 once SQLite has committed it (WAL, "
+                    "synchronous=FULL: fsynced); `remove` is DELETE /api/items/{id} of a "
+                    "different built item each time. The index folder (where the fsyncs go) is "
+                    f"in {tempfile.gettempdir()}. `health` (GET /api/health) is the floor of "
+                    "one request on this machine. The `(store, no HTTP)` rows make the same "
+                    "writes on the store directly (`open_gallery` in the benchmark's process, "
+                    "after the server stopped), one at a time: what a write costs beside the "
+                    "request.",
+                ]
+                if args.writes
+                else []
+            ),
             "",
             f"Machine: {host}.",
             "",
             f"Command: `{command}`",
             "",
-            "| endpoint | concurrency | requests | errors | queries/s | p50 ms | p90 ms | p99 ms "
+            "| endpoint | concurrency | requests | errors | requests/s | p50 ms | p90 ms | p99 ms "
             "| server p50 ms |",
             "|---|---|---|---|---|---|---|---|---|",
             *rows,

@@ -417,3 +417,36 @@ def test_cli_builds_and_searches_an_ivfpq_index(
     assert [h["id"] for h in hits] == list(range(300))  # re-ranked exactly: each finds itself
     assert main([*build, "--m", "8"]) == 2
     assert "--m not valid with --kind ivfpq" in capsys.readouterr().err
+
+
+def test_the_log_is_read_by_seq_through_its_index_also_in_a_log_written_before_it(
+    tmp_path: Path,
+) -> None:
+    """After each write the gallery reads the log's new rows (seq > the last applied): through
+    the seq indexes, not a scan of every row logged; a log made before the indexes gets them."""
+    from vmfml.index.write_log import SEQ_INDEXES, TAIL
+
+    folder = tmp_path / "idx"
+    build_folder(folder, n=30)
+    gallery = Gallery(folder)
+    ids = gallery.add(unit(5, seed=3), [{"path": f"a/{j}"} for j in range(5)])
+    gallery.remove([ids[0], 2])
+    gallery.close()
+    conn = sqlite3.connect(folder / "updates.sqlite")
+    for name in SEQ_INDEXES:
+        conn.execute(f"DROP INDEX {name}")
+    conn.commit()
+    conn.close()
+
+    gallery = Gallery(folder)
+    assert len(gallery) == 33 and gallery.get(ids[0]) is None and gallery.get(2) is None
+    assert [it["path"] for it in gallery.items if it["id"] >= 30] == [f"a/{j}" for j in range(1, 5)]
+    assert gallery.add(unit(2, seed=4)) == [35, 36]
+    gallery.remove([ids[1]])
+    assert len(Gallery(folder)) == 34
+    conn = sqlite3.connect(folder / "updates.sqlite")
+    for table, query in TAIL.items():
+        plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", (3,)))
+        assert f"INDEX {table}_seq (seq>?)" in plan, plan
+    conn.close()
+    gallery.close()

@@ -141,6 +141,16 @@ def serve_process(
 ) -> Iterator[str]:
     """`vmfml serve` over the gallery's index in a subprocess on a free loopback port, with
     `options` added (and `env` added to the environment); yields its base URL."""
+    with server_process(gallery, *options, env=env) as (_, base):
+        yield base
+
+
+@contextmanager
+def server_process(
+    gallery: Gallery, *options: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`serve_process`, yielding the process too (a test may kill it); stopped at the end
+    unless it has exited already."""
     import httpx
 
     port = free_port()
@@ -167,7 +177,7 @@ def serve_process(
             if time.monotonic() > deadline:
                 pytest.fail(f"vmfml serve did not answer within 60 s:\n{log.read_text()}")
             time.sleep(0.2)
-        yield base
+        yield process, base
     finally:
         process.terminate()
         try:
@@ -187,6 +197,12 @@ def start_server(gallery: Gallery) -> Callable[..., AbstractContextManager[str]]
 def serve_index() -> Callable[..., AbstractContextManager[str]]:
     """`serve_process` itself, for a test that serves a `Gallery` of its own (an index copy)."""
     return serve_process
+
+
+@pytest.fixture(scope="session")
+def serve_index_process() -> Callable[..., AbstractContextManager[tuple[subprocess.Popen, str]]]:
+    """`server_process` itself: a server of a `Gallery` of its own that the test may kill."""
+    return server_process
 
 
 @pytest.fixture(scope="session")

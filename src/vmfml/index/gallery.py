@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from vmfml.files import file_digest
-from vmfml.index.search_index import SearchIndex, _as_float32, _check_unit
-from vmfml.index.store import Hit, Item, Where
+from vmfml.index.search_index import SearchIndex
+from vmfml.index.store import Hit, Item, Where, checked_additions
 from vmfml.index.where import Clause, parse_where
 from vmfml.index.write_log import FILE as LOG_FILE
 from vmfml.index.write_log import FolderReplaced, Tail, WriteLog
@@ -158,18 +158,9 @@ class Gallery:
         self, vectors: np.ndarray | torch.Tensor, items: Sequence[dict[str, Any]] | None = None
     ) -> list[int]:
         """Store unit rows `[M, D]` and their items; returns their new ids (on disk already)."""
-        x = _as_float32(vectors, "embeddings")
-        if x.ndim != 2 or x.shape[1] != self.dim or len(x) == 0:
-            raise ValueError(
-                f"cannot add embeddings of shape {tuple(x.shape)} to a gallery of "
-                f"{self.dim}-dimensional embeddings"
-            )
-        _check_unit(x, first_row=0)
-        items = [{}] * len(x) if items is None else [_checked_item(it) for it in items]
-        if len(items) != len(x):
-            raise ValueError(f"{len(x)} embeddings but {len(items)} items")
+        x, checked = checked_additions(vectors, items, self.dim)
         with self._lock:
-            ids = self._retrying(lambda log: log.add(x, items))
+            ids = self._retrying(lambda log: log.add(x, checked))
             self._follow_own()
             return ids
 
@@ -379,27 +370,3 @@ def _stamp(directory: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def _checked_item(item: dict[str, Any]) -> dict[str, Any]:
-    """An item to store: path and label strings (or None), meta a dict of JSON scalars."""
-    if not isinstance(item, dict):
-        raise ValueError(f"an item must be a dict with path, label and meta, got {item!r}")
-    unknown = set(item) - {"path", "label", "meta"}
-    if unknown:
-        raise ValueError(
-            f"unknown item fields {sorted(unknown)}; valid: path, label, meta (ids are given "
-            "by the gallery)"
-        )
-    meta = item.get("meta") or {}
-    if not isinstance(meta, dict) or not all(
-        isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in meta.items()
-    ):
-        raise ValueError(
-            f"an item's meta must map names to strings, numbers or true/false, got {meta!r}"
-        )
-    return {
-        "path": None if item.get("path") is None else str(item["path"]),
-        "label": None if item.get("label") is None else str(item["label"]),
-        "meta": dict(meta),
-    }

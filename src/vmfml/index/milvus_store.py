@@ -30,7 +30,7 @@ import torch
 
 from vmfml.files import atomic_folder
 from vmfml.index.search_index import FORMAT, VERSION, _as_float32, _check_unit, check_destination
-from vmfml.index.store import Hit, Item, Where
+from vmfml.index.store import Hit, Item, Where, checked_additions
 from vmfml.index.where import milvus_expression, parse_where
 
 LITE_FILE = "milvus.db"
@@ -264,18 +264,7 @@ class MilvusGallery:
     def add(
         self, vectors: np.ndarray | torch.Tensor, items: Sequence[dict[str, Any]] | None = None
     ) -> list[int]:
-        from vmfml.index.gallery import _checked_item
-
-        x = _as_float32(vectors, "embeddings")
-        if x.ndim != 2 or x.shape[1] != self.dim or len(x) == 0:
-            raise ValueError(
-                f"cannot add embeddings of shape {tuple(x.shape)} to a gallery of "
-                f"{self.dim}-dimensional embeddings"
-            )
-        _check_unit(x, first_row=0)
-        checked = [{}] * len(x) if items is None else [_checked_item(it) for it in items]
-        if len(checked) != len(x):
-            raise ValueError(f"{len(x)} embeddings but {len(checked)} items")
+        x, checked = checked_additions(vectors, items, self.dim)
         with self._lock:
             first = self._next_id()
             ids = list(range(first, first + len(x)))

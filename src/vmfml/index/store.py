@@ -6,7 +6,8 @@ search command, the `Searcher` and the web server talk to a store only through t
 the index folder's meta.json says which store it is (`"backend"`), so they never need to know.
 
 Every store is safe to share between threads, gives stable ids (never renumbered, never reused),
-and makes a write visible to its searches as soon as the write returns.
+and makes a write visible to its searches as soon as the write returns. Both check what `add`
+takes with `checked_additions`, so both refuse the same input with the same message.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Protocol, TypedDict
 import numpy as np
 import torch
 
+from vmfml.index.search_index import _as_float32, _check_unit
 from vmfml.index.where import Clause
 
 Where = str | Sequence[str] | Sequence[Clause] | None
@@ -98,3 +100,45 @@ class GalleryStore(Protocol):
         """Search-time recall/speed settings of the approximate kinds."""
 
     def close(self) -> None: ...
+
+
+def checked_additions(
+    vectors: np.ndarray | torch.Tensor, items: Sequence[dict[str, Any]] | None, dim: int
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """What every store's `add` stores: float32 unit rows `[M, D]` (M >= 1) and one item a row
+    (`path`, `label`, `meta`; empty ones when `items` is None); a ValueError says what is wrong."""
+    x = _as_float32(vectors, "embeddings")
+    if x.ndim != 2 or x.shape[1] != dim or len(x) == 0:
+        raise ValueError(
+            f"cannot add embeddings of shape {tuple(x.shape)} to a gallery of "
+            f"{dim}-dimensional embeddings"
+        )
+    _check_unit(x, first_row=0)
+    checked = [{}] * len(x) if items is None else [_checked_item(it) for it in items]
+    if len(checked) != len(x):
+        raise ValueError(f"{len(x)} embeddings but {len(checked)} items")
+    return x, checked
+
+
+def _checked_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An item to store: path and label strings (or None), meta a dict of JSON scalars."""
+    if not isinstance(item, dict):
+        raise ValueError(f"an item must be a dict with path, label and meta, got {item!r}")
+    unknown = set(item) - {"path", "label", "meta"}
+    if unknown:
+        raise ValueError(
+            f"unknown item fields {sorted(unknown)}; valid: path, label, meta (ids are given "
+            "by the gallery)"
+        )
+    meta = item.get("meta") or {}
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in meta.items()
+    ):
+        raise ValueError(
+            f"an item's meta must map names to strings, numbers or true/false, got {meta!r}"
+        )
+    return {
+        "path": None if item.get("path") is None else str(item["path"]),
+        "label": None if item.get("label") is None else str(item["label"]),
+        "meta": dict(meta),
+    }

@@ -14,7 +14,8 @@ Tables:
     removed  id, seq
 
 Ids come from `next_id` inside the writing transaction: never reused, whatever is removed.
-A reader follows the log by `seq`: the rows with seq > the last one it applied.
+A reader follows the log by `seq`: the rows with seq > the last one it applied, found through an
+index on seq (`SEQ_INDEXES`), so a write costs the same however long the log has grown.
 
 A rebuild of the folder (`vmfml index --out`, `Gallery.compact`) holds the write lock of the log
 it replaces until the new folder is in place. A writer that waited for the lock then finds that
@@ -40,6 +41,16 @@ FILE = "updates.sqlite"
 # SQLite's companions of the file while it is open in WAL mode.
 COMPANIONS = (FILE, FILE + "-wal", FILE + "-shm", FILE + "-journal")
 TIMEOUT_S = 60.0
+# The tail of the log is read after every write (`Gallery` applies its own write that way): an
+# index on seq keeps that read to the new rows instead of a scan of the whole table. Without it
+# a write cost 0.45 ms more per 3,000 rows logged (100k x 128 flat, 2-core machine).
+SEQ_INDEXES = {"added_seq": "added", "removed_seq": "removed"}
+# The tail's reads, in seq order so that SQLite uses the seq indexes (ORDER BY id alone scans the
+# table). Ids rise with seq (next_id is taken under the write lock): the added rows are in id order.
+TAIL = {
+    "added": "SELECT id, path, label, meta, vector FROM added WHERE seq > ? ORDER BY seq, id",
+    "removed": "SELECT id FROM removed WHERE seq > ? ORDER BY seq, id",
+}
 
 
 class FolderReplaced(Exception):
@@ -84,6 +95,7 @@ class WriteLog:
                 f"{self.path} belongs to another build of the index than {directory}/meta.json "
                 "(the folder's files were mixed); the writes in it cannot be applied"
             )
+        self._index_seq()
 
     def _create(self, build: str, next_id: int) -> None:
         with self._write():
@@ -97,6 +109,15 @@ class WriteLog:
             )
             for key, value in (("build", build), ("next_id", next_id), ("seq", 0)):
                 self._conn.execute("INSERT OR IGNORE INTO state VALUES (?, ?)", (key, value))
+
+    def _index_seq(self) -> None:
+        """Create the seq indexes if they are missing (a log written before they existed)."""
+        have = {name for (name,) in self._conn.execute("SELECT name FROM sqlite_master")}
+        if set(SEQ_INDEXES) <= have:
+            return
+        with self._write():
+            for name, table in SEQ_INDEXES.items():
+                self._conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} (seq)")
 
     def close(self) -> None:
         self._conn.close()
@@ -128,13 +149,8 @@ class WriteLog:
             self._conn.execute("COMMIT")
 
     def _read(self, after_seq: int) -> Tail:
-        rows = self._conn.execute(
-            "SELECT id, path, label, meta, vector FROM added WHERE seq > ? ORDER BY id",
-            (after_seq,),
-        ).fetchall()
-        removed = self._conn.execute(
-            "SELECT id FROM removed WHERE seq > ? ORDER BY id", (after_seq,)
-        ).fetchall()
+        rows = self._conn.execute(TAIL["added"], (after_seq,)).fetchall()
+        removed = self._conn.execute(TAIL["removed"], (after_seq,)).fetchall()
         vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32)
         return Tail(
             seq=int(self._state("seq")),

@@ -827,10 +827,11 @@ def _add_write_routes(
     )
     async def remove_item(item_id: ItemId) -> dict[str, Any]:
         refuse_unless_writable()
-        gallery.item(item_id)  # 404 naming the id
         try:
+            # The store checks the id and removes it in one call, off the event loop: its lock
+            # may be held by another write's fsync.
             await run_in_threadpool(gallery.store.remove, [item_id])  # type: ignore[attr-defined]
-        except ValueError as err:  # removed meanwhile by another writer
+        except ValueError as err:  # never given, or removed already (by anyone)
             raise HTTPException(404, f"unknown item id {item_id}: {err}") from err
         return {"removed": item_id}
 
