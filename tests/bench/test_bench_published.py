@@ -28,7 +28,6 @@ NOT_GENERATED = {
     "seed": "5.4: benchmarks/global_start_cosines.py, output in benchmarks/results/global_start.md",
     "method | ms/step (median)": "5.6: benchmarks/bench_epoch_cost.py, output in benchmarks/results/epoch_cost_all.md",
     "sweep (method)": "5.8: a summary of the report's validated ablation tables (results.md)",
-    "panel method": "5.8: the report's tuning table (results.md, 'Settings chosen on validation')",
 }
 
 

@@ -17,6 +17,8 @@ Tables (`--table`):
   epoch's validation columns; `--reference SEEDS` adds the untrained network's row, from the
   folder's `references.jsonl` (kind "untrained", written by benchmarks/efficientnet_input_size.py);
 - `ablation:NAME`: R@1, MAP@R, NMI at each value of an ablation read on the test classes;
+- `tuning:BACKBONE`: validation Recall@1 of the tuning panel at each candidate value, and the
+  panel's mean that chooses;
 - `batchnorm`: the BatchNorm table of 5.8, from `references.jsonl` (kind "batchnorm", written by
   benchmarks/efficientnet_batchnorm.py);
 - `paired`: a table of paired verdicts; its header names a results folder and table cell per
@@ -209,6 +211,43 @@ def ablation_table(cells: Cells, name: str) -> str:
     return markdown_table([name, *(c.title for c in _ABLATION_COLUMNS)], rows, _ABLATION_COLUMNS)
 
 
+def tuning_table(cells: Cells, backbone: str) -> str:
+    """Validation Recall@1 of each panel method at each candidate value tuned for a backbone
+    (seed 0), and the panel's mean, which chooses (bold): the report's tuning table, one
+    backbone's columns."""
+    settings = sorted(
+        {s for (e, s, _) in cells if e == "tuning" and s.split(" ", 1)[0] == backbone},
+        key=lambda s: setting_order(s.rsplit(" ", 1)[-1]),
+    )
+    if not settings:
+        raise ValueError(f"no tuning runs of {backbone!r}")
+    methods = sorted(
+        {m for (e, s, m) in cells if e == "tuning" and s in settings}, key=method_order
+    )
+    columns = [
+        Column("val_recall@1", s.rsplit(" ", 1)[-1], higher_is_better=None) for s in settings
+    ]
+    rows = [
+        (
+            marked(label(m), [r for s in settings for r in cells.get(("tuning", s, m), [])]),
+            [cell_stat(cells.get(("tuning", s, m), []), "val_recall@1") for s in settings],
+        )
+        for m in methods
+    ]
+    means = [
+        summarize([st.mean for _, stats in rows if (st := stats[j])]) for j in range(len(settings))
+    ]
+    best = max(m.mean for m in means if m is not None)
+    mean_cells = [
+        "–"
+        if m is None
+        else (f"**{100 * m.mean:.1f}**" if m.mean == best else f"{100 * m.mean:.1f}")
+        for m in means
+    ]
+    table = markdown_table(["panel method", *(c.title for c in columns)], rows, columns)
+    return table + "\n| mean of the panel (chooses) | " + " | ".join(mean_cells) + " |"
+
+
 def batchnorm_table(folder: Path) -> str:
     found = {r["statistics"]: r for r in references(folder, "batchnorm")}  # the latest of each
     header = ["EfficientNet-Lite0, 64 px, no gradient step", *(t for _, t in _BATCHNORM_COLUMNS)]
@@ -360,6 +399,8 @@ def render_block(spec: str, old: str, root: Path) -> str:
         return ablation_table(cells_of(results), setting)
     if kind == "batchnorm":
         return batchnorm_table(results)
+    if kind == "tuning":
+        return tuning_table(cells_of(results), setting)
     if kind == "paired":
         return paired_table(old, results)
     if kind == "images-per-s":
