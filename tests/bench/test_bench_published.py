@@ -27,7 +27,6 @@ TEXT = (ROOT / "BENCHMARKS.md").read_text()
 NOT_GENERATED = {
     "seed": "5.4: benchmarks/global_start_cosines.py, output in benchmarks/results/global_start.md",
     "method | ms/step (median)": "5.6: benchmarks/bench_epoch_cost.py, output in benchmarks/results/epoch_cost_all.md",
-    "sweep (method)": "5.8: a summary of the report's validated ablation tables (results.md)",
 }
 
 

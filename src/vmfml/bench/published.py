@@ -17,6 +17,8 @@ Tables (`--table`):
   epoch's validation columns; `--reference SEEDS` adds the untrained network's row, from the
   folder's `references.jsonl` (kind "untrained", written by benchmarks/efficientnet_input_size.py);
 - `ablation:NAME`: R@1, MAP@R, NMI at each value of an ablation read on the test classes;
+- `validated-ablations --names A,B`: one row per ablation read on validation (the value chosen,
+  its test figures, and the retrieval table's own run beside it);
 - `tuning:BACKBONE`: validation Recall@1 of the tuning panel at each candidate value, and the
   panel's mean that chooses;
 - `batchnorm`: the BatchNorm table of 5.8, from `references.jsonl` (kind "batchnorm", written by
@@ -39,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vmfml.bench.profiles import ABLATIONS
 from vmfml.bench.report import (
     DIRTY_MARK,
     RETRIEVAL_COLUMNS,
@@ -211,6 +214,49 @@ def ablation_table(cells: Cells, name: str) -> str:
     return markdown_table([name, *(c.title for c in _ABLATION_COLUMNS)], rows, _ABLATION_COLUMNS)
 
 
+def _test_figures(records: Sequence[dict[str, Any]]) -> str:
+    """ "R@1 / MAP@R" (means, %) of some runs."""
+    r1, mapr = cell_stat(records, "recall@1"), cell_stat(records, "map@r")
+    return "–" if r1 is None or mapr is None else f"{100 * r1.mean:.1f} / {100 * mapr.mean:.1f}"
+
+
+def validated_ablations_table(cells: Cells, names: Sequence[str]) -> str:
+    """One row per ablation read on validation: validation Recall@1 at each value, the value
+    chosen (the best), its test R@1 / MAP@R, and those of the retrieval table's own run(s) at
+    the sweep's other values (the same seed), for comparison."""
+    lines = [
+        "| sweep (method) | validation R@1 at each value | chosen | test R@1 / MAP@R at the "
+        "chosen value | at the table's value (same seed) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        values = sorted({s for (e, s, _) in cells if e == name}, key=setting_order)
+        if not values:
+            raise ValueError(f"no records of the ablation {name!r}")
+        runs = {
+            v: [r for (e, s, _), rs in cells.items() if e == name and s == v for r in rs]
+            for v in values
+        }
+        scores = {v: cell_stat(runs[v], "val_recall@1") for v in values}
+        chosen = max((v for v in values if scores[v]), key=lambda v: scores[v].mean)  # type: ignore[union-attr]
+
+        in_table = [
+            v
+            for v in values
+            if v != chosen and any(g[0] == "retrieval" for r in runs[v] for g in r["groups"])
+        ]
+        sweep = f"{name}: {ABLATIONS[name].title.removeprefix('Ablation: ')}"
+        cells_text = [
+            marked(sweep, [r for rs in runs.values() for r in rs]),
+            ", ".join(f"{v}: {100 * st.mean:.1f}" for v in values if (st := scores[v])),
+            chosen,
+            _test_figures(runs[chosen]),
+            ", ".join(f"{name} {v}: {_test_figures(runs[v])}" for v in in_table) or "–",
+        ]
+        lines.append("| " + " | ".join(cells_text) + " |")
+    return "\n".join(lines)
+
+
 def tuning_table(cells: Cells, backbone: str) -> str:
     """Validation Recall@1 of each panel method at each candidate value tuned for a backbone
     (seed 0), and the panel's mean, which chooses (bold): the report's tuning table, one
@@ -378,6 +424,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", required=True)
     parser.add_argument("--reference", default="", help="comma-separated seeds")
     parser.add_argument("--methods", default="", help="comma-separated methods")
+    parser.add_argument("--names", default="", help="comma-separated ablations")
     return parser
 
 
@@ -399,6 +446,8 @@ def render_block(spec: str, old: str, root: Path) -> str:
         return ablation_table(cells_of(results), setting)
     if kind == "batchnorm":
         return batchnorm_table(results)
+    if kind == "validated-ablations":
+        return validated_ablations_table(cells_of(results), args.names.split(","))
     if kind == "tuning":
         return tuning_table(cells_of(results), setting)
     if kind == "paired":
