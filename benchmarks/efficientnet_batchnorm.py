@@ -7,16 +7,22 @@ profile's split), then the same network after one pass over the training images 
 mode, without a gradient step (the running statistics alone change, with PyTorch's default
 momentum, in the batches of 128 a run uses). Both are measured on the 6 validation classes and
 on the test classes, as a run evaluates its kept epoch. It is why `--freeze-bn` is the default
-for a pretrained backbone (BENCHMARKS.md 5.8).
+for a pretrained backbone (BENCHMARKS.md 5.8). Both rows are appended to `--record` (default
+benchmarks/results/cpu-converged/references.jsonl, kind "batchnorm") with the commit, whether the
+tree had uncommitted changes, and the machine; BENCHMARKS.md's BatchNorm table is generated from it.
 
-    .venv/bin/python benchmarks/efficientnet_batchnorm.py
+    .venv/bin/python benchmarks/efficientnet_batchnorm.py [--record FILE ('' for none)]
 """
 
 from __future__ import annotations
 
-import torch
-from efficientnet_input_size import untrained
+import argparse
+import sys
 
+import torch
+from efficientnet_input_size import RECORD, untrained
+
+from vmfml.bench.runner import append_script_record, script_provenance
 from vmfml.models import EmbeddingModel
 from vmfml.models.inference import model_inputs
 from vmfml.train.batches import train_batches
@@ -53,14 +59,41 @@ def reestimate_batchnorm(data: DataSplit, model: EmbeddingModel) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--record",
+        default=str(RECORD),
+        help=f"JSONL file the figures are appended to (default {RECORD}; '' for none)",
+    )
+    args = parser.parse_args()
+    provenance = script_provenance(args.record or RECORD)
     config, data, model = untrained(64)
     before = figures(config, data, model)
     reestimate_batchnorm(data, model)
     after = figures(config, data, model)
     print("| EfficientNet-Lite0, 64 px, no gradient step | " + " | ".join(KEYS) + " |")
     print("|---|" + "--:|" * len(KEYS))
-    for name, m in (("ImageNet statistics", before), ("statistics of 1 epoch", after)):
+    for statistics, name, m in (
+        ("imagenet", "ImageNet statistics", before),
+        ("train_epoch", "statistics of 1 epoch", after),
+    ):
         print(f"| {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in KEYS) + " |", flush=True)
+        if args.record:
+            append_script_record(
+                args.record,
+                {
+                    "kind": "batchnorm",
+                    "script": "benchmarks/efficientnet_batchnorm.py",
+                    "argv": sys.argv[1:],
+                    "model": "efficientnet_lite0",
+                    "image_size": 64,
+                    "split_seed": 0,
+                    "seed": config.seed,
+                    "statistics": statistics,
+                    "metrics": {k: float(v) for k, v in m.items() if isinstance(v, int | float)},
+                },
+                provenance,
+            )
 
 
 if __name__ == "__main__":

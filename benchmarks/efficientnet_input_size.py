@@ -9,28 +9,36 @@ and what each size costs in inference images/s. The test classes are not loaded 
 `--test-size N` then evaluates the network before any training at the chosen size on the
 validation and test classes, as a run evaluates its kept epoch, for each seed of `--seeds` (the
 seed draws the new head's start): the reference row "ImageNet features, no training" of
-BENCHMARKS.md 5.8.
+BENCHMARKS.md 5.8. Each seed's figures are appended to `--record` (default
+benchmarks/results/cpu-converged/references.jsonl, kind "untrained") with the commit, whether the
+tree had uncommitted changes, and the machine; BENCHMARKS.md's reference rows are generated from it.
 
     .venv/bin/python benchmarks/efficientnet_input_size.py [--sizes 32 48 64 96] [--test-size 64]
-        [--seeds 0 1 2]
+        [--seeds 0 1 2] [--record FILE ('' for none)]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from vmfml.bench.runner import append_script_record, script_provenance
 from vmfml.metrics import retrieval_metrics
 from vmfml.train.batches import embed_dataset
 from vmfml.train.config import load_config
 from vmfml.train.datasets import build_datasets
 from vmfml.train.evaluation import evaluate_model
 from vmfml.train.loop import build_model, seed_everything
+
+# The records of the converged profile's table, whose reference rows these figures are.
+RECORD = Path(__file__).resolve().parent / "results" / "cpu-converged" / "references.jsonl"
 
 
 def untrained(size: int, seed: int = 0) -> tuple[Any, Any, Any]:
@@ -98,7 +106,13 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="the head's start, for --test-size"
     )
+    parser.add_argument(
+        "--record",
+        default=str(RECORD),
+        help=f"JSONL file the test figures are appended to (default {RECORD}; '' for none)",
+    )
     args = parser.parse_args()
+    provenance = script_provenance(args.record or RECORD)
     print("| input px | val R@1 | val MAP@R | inference images/s |")
     print("|--:|--:|--:|--:|")
     for size in args.sizes:
@@ -116,6 +130,23 @@ def main() -> None:
         rows = []
         for seed in args.seeds:
             m = test_figures(args.test_size, seed)
+            if args.record:
+                append_script_record(
+                    args.record,
+                    {
+                        "kind": "untrained",
+                        "script": "benchmarks/efficientnet_input_size.py",
+                        "argv": sys.argv[1:],
+                        "model": "efficientnet_lite0",
+                        "image_size": args.test_size,
+                        "split_seed": 0,
+                        "seed": seed,
+                        "metrics": {
+                            k: float(v) for k, v in m.items() if isinstance(v, int | float)
+                        },
+                    },
+                    provenance,
+                )
             rows.append([100 * m[k] for k in keys])
             print(f"| {seed} | " + " | ".join(f"{v:.1f}" for v in rows[-1]) + " |", flush=True)
         if len(rows) > 1:

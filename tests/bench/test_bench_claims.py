@@ -5,8 +5,10 @@ cell names a results folder and a table cell of its records in backticks (`cpu-c
 `small_cnn`, or `gpu` `classification` for the four depths); each row names methods A and B in
 backticks. A cell lists, per metric (R@1 and MAP@R) or depth, the verdict of the rule fixed in
 advance (`vmfml.bench.stats.verdict`), A − B in points (mean ± std over seeds, paired by seed)
-and the seeds where A is ahead, e.g. `R@1 **beats** +0.8 ± 0.6 (3/3)`; "–" where the records
-hold no such pair. The test fails when any word or figure differs from the records'.
+and the seeds where A is ahead, e.g. `R@1 **beats** +0.8 ± 0.6 (3/3)`, then † when a run it pairs
+was made on a tree with uncommitted changes; "–" where the records hold no such pair. The test
+fails when any word, figure or mark differs from the records'. (`vmfml bench report --update
+BENCHMARKS.md` writes these cells; this is an independent recomputation.)
 
 `python tests/bench/test_bench_claims.py FOLDER:SETTING ... -- A:B ...` prints such a table.
 """
@@ -51,17 +53,21 @@ def expected_cell(folder: str, setting: str, a: str, b: str) -> str:
     else:
         parts = [(label, "retrieval", setting, key) for label, key in _RETRIEVAL_METRICS]
     items = []
+    dirty = False
     for label, experiment, cell, key in parts:
-        diffs = paired_differences(
-            cells.get((experiment, cell, a), []), cells.get((experiment, cell, b), []), key
-        )
+        runs_a, runs_b = cells.get((experiment, cell, a), []), cells.get((experiment, cell, b), [])
+        diffs = paired_differences(runs_a, runs_b, key)
         stat = summarize(diffs)
         if stat is None:
             continue
+        paired = {r["seed"] for r in runs_a} & {r["seed"] for r in runs_b}
+        dirty |= any(r.get("git_dirty") is True for r in (*runs_a, *runs_b) if r["seed"] in paired)
         wins = sum(d > 0 for d in diffs)
         spread = f" ± {100 * stat.std:.1f}" if stat.n > 1 else ""
         items.append(f"{label} **{verdict(diffs)}** {_points(stat.mean)}{spread} ({wins}/{stat.n})")
-    return "; ".join(items) or "–"
+    if not items:
+        return "–"
+    return "; ".join(items) + (" †" if dirty else "")
 
 
 def _split_row(line: str) -> list[str]:
@@ -107,6 +113,7 @@ def test_benchmarks_md_has_paired_tables_with_every_claim() -> None:
         for b in ("softmax", "vmf-learned", "triplet", "contrastive", "lifted_structure", "npair"):
             assert (a, b) in pairs
     words = [w for *_, cell in checked for w in re.findall(r"\*\*(\w+)\*\*", cell)]
+    assert any(cell.endswith(" †") for *_, cell in checked)  # the 5.2/5.3 runs, say
     assert set(words) <= {"beats", "trails", "level"} and len(words) > 100
 
 
@@ -124,7 +131,7 @@ def test_each_paired_cell_of_benchmarks_md_agrees_with_the_records(
 def test_a_wrong_word_is_caught() -> None:
     cell = expected_cell("cpu-converged", "efficientnet_lite0_frozen_bn", "vmf-global", "npair")
     # +0.9 ± 1.0 on 3 of 3 seeds: ahead everywhere, but under twice the standard error.
-    assert cell.startswith("R@1 **level** +0.9 ± 1.0 (3/3)")
+    assert cell.startswith("R@1 **level** +0.9 ± 1.0 (3/3)") and not cell.endswith("†")
     assert cell.replace("**level**", "**beats**", 1) != cell
 
 

@@ -16,7 +16,14 @@ import pytest
 from bench_fake_trainer import expected_accuracy
 
 from vmfml.bench.profiles import Group, RunSpec, get_profile, plan
-from vmfml.bench.runner import git_commit, read_records, results_path, run_benchmark
+from vmfml.bench.runner import (
+    append_script_record,
+    git_commit,
+    read_records,
+    results_path,
+    run_benchmark,
+    script_provenance,
+)
 
 FAKE = "bench_fake_trainer:train"
 HERE = Path(__file__).resolve().parent
@@ -327,3 +334,15 @@ def test_a_json_array_line_in_a_results_file_is_one_error_line(
     assert len(err) == 1 and err[0].startswith(
         f"vmfml bench: error: {results_path(tmp_path)}:1 is a JSON list, not a run's record"
     )
+
+
+def test_a_script_record_carries_the_provenance_of_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "results" / "references.jsonl"
+    provenance = script_provenance(path)
+    assert (provenance["git_commit"], provenance["git_dirty"]) == git_commit(ignore=path.parent)
+    assert provenance["machine"]["cpu_count"] >= 1
+    for seed in (0, 1):
+        append_script_record(path, {"kind": "untrained", "seed": seed}, provenance)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["kind"], r["seed"]) for r in lines] == [("untrained", 0), ("untrained", 1)]
+    assert all(r["git_commit"] == provenance["git_commit"] and "finished_at" in r for r in lines)

@@ -4,6 +4,7 @@ vmfml bench --profile quick|cpu|full [--experiments classification,retrieval,abl
             [--seeds 3] [--results DIR (default runs/bench)] [--device auto] [--max-runs N] [--jobs N]
             [--time-budget SECONDS]
 vmfml bench report --results DIR
+vmfml bench report --update BENCHMARKS.md   (remake the file's generated tables from the records)
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESULTS,
         help=f"results folder: results.jsonl, results.md, plots (default: {DEFAULT_RESULTS}, "
         "under the runs folder that git ignores)",
+    )
+    parser.add_argument(
+        "--update",
+        metavar="FILE",
+        default=None,
+        help="with `report`: rewrite the generated tables of a markdown file (BENCHMARKS.md) "
+        "from the records their markers name, instead of the results folder's report",
     )
     parser.add_argument(
         "--work-dir", default=None, help="folder of the runs' own files (default: RESULTS/runs)"
@@ -115,6 +123,14 @@ def run(args: argparse.Namespace) -> int:
     from vmfml.bench.report import write_report
     from vmfml.bench.runner import check_results_dir
 
+    if args.update is not None:
+        if args.action != "report":
+            raise ValueError("--update goes with `vmfml bench report`")
+        from vmfml.bench.published import update_file
+
+        changed = update_file(args.update)
+        print(f"{args.update}: {changed} generated table(s) changed")
+        return 0
     results = Path(args.results)
     check_results_dir(results)
     if args.action == "report":

@@ -109,7 +109,7 @@ class Column:
     digits: int = 1
 
 
-def _format(stat: Stat | None, column: Column, full_n: int) -> str:
+def format_stat(stat: Stat | None, column: Column, full_n: int) -> str:
     if stat is None:
         return "–"
     scale = 100.0 if column.percent else 1.0
@@ -140,7 +140,7 @@ def markdown_table(
     for label, stats in rows:
         cells = []
         for j, (stat, column) in enumerate(zip(stats, columns, strict=True)):
-            text = _format(stat, column, full_n)
+            text = format_stat(stat, column, full_n)
             if stat is not None and j in best and stat.mean == best[j]:
                 text = f"**{text}**"
             cells.append(text)
@@ -192,7 +192,7 @@ def dirty_note(records: Sequence[dict[str, Any]]) -> list[str]:
 
 # --- the sections -------------------------------------------------------------------------
 
-_RETRIEVAL_COLUMNS = (
+RETRIEVAL_COLUMNS = (
     Column("recall@1", "R@1"),
     Column("recall@2", "R@2"),
     Column("recall@4", "R@4"),
@@ -286,7 +286,7 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
     for backbone in backbones:
         records = _records_of(cells, "retrieval", backbone)
         present = [
-            c for c in _RETRIEVAL_COLUMNS if any(metric(r, c.key) is not None for r in records)
+            c for c in RETRIEVAL_COLUMNS if any(metric(r, c.key) is not None for r in records)
         ]
         # A backbone's rows are the methods it ran (EfficientNet-Lite0 may run a chosen few).
         methods = [
@@ -297,7 +297,7 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
             for m in methods
         ]
         validated = [
-            c for c in _VALIDATION_COLUMNS if any(metric(r, c.key) is not None for r in records)
+            c for c in VALIDATION_COLUMNS if any(metric(r, c.key) is not None for r in records)
         ]
         rows = [
             (
@@ -329,7 +329,7 @@ def retrieval_section(cells: dict[tuple[str, str, str], list[dict[str, Any]]]) -
 
 # Figures of the test classes, shown in an ablation read on validation for the chosen point only.
 _TEST_KEYS = ("recall@1", "map@r", "nmi")
-_VALIDATION_COLUMNS = (
+VALIDATION_COLUMNS = (
     Column("val_recall@1", "val R@1"),
     Column("kept_epoch", "kept epoch", percent=False, higher_is_better=None),
     Column("val_tail_change", "val R@1, last 3 − 3 before", higher_is_better=None),

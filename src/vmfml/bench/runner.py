@@ -169,6 +169,27 @@ def append_record(results_dir: str | Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def script_provenance(record_path: str | Path) -> dict[str, Any]:
+    """What every run record carries, for a benchmark script's figures (not a run of `vmfml
+    bench`: the reference rows and the BatchNorm table of BENCHMARKS.md 5.8): `git_commit`,
+    `git_dirty` (changes in the record's own folder do not count) and `machine`. Taken when the
+    script starts, with the code it runs."""
+    commit, dirty = git_commit(ignore=Path(record_path).parent)
+    return {"git_commit": commit, "git_dirty": dirty, "machine": machine_info("cpu")}
+
+
+def append_script_record(
+    path: str | Path, record: dict[str, Any], provenance: dict[str, Any]
+) -> None:
+    """Append a benchmark script's figures and their `script_provenance` to a JSONL file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    finished = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    with path.open("a") as f:
+        line = {**record, **provenance, "finished_at": finished}
+        f.write(json.dumps(line, default=_json_default) + "\n")
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy or torch scalars and arrays
         return value.tolist()
