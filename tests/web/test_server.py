@@ -33,6 +33,16 @@ def test_serves_searches_over_http(live_server: str, gallery) -> None:
             assert list(pool.map(by_vector, range(0, 60, 3))) == list(range(0, 60, 3))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_searches_run_with_the_threads_asked_for(start_server, threads: int) -> None:  # noqa: ANN001
+    """--threads reaches the OpenMP runtime of the searches (read in a worker thread): it must be
+    in the environment before faiss and torch load. With 2 OpenMP threads on a busy 2-core
+    machine a 100k flat search took 25 ms, with 1 thread 2.6 ms."""
+    env = {"OMP_NUM_THREADS": "3"}  # what a user's shell may hold: --threads wins
+    with start_server("--threads", str(threads), env=env) as base:
+        assert httpx.get(f"{base}/api/health", timeout=30).json()["search_threads"] == threads
+
+
 def _too_big(size: int) -> bytes:
     return np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes()
 

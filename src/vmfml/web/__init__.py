@@ -11,7 +11,24 @@
 - `commands`: `vmfml serve` (uvicorn).
 """
 
-from vmfml.web.app import create_app
-from vmfml.web.settings import SearcherLike, ServeSettings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vmfml.web.app import create_app
+    from vmfml.web.settings import SearcherLike, ServeSettings
 
 __all__ = ["SearcherLike", "ServeSettings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `vmfml serve` must set OMP_NUM_THREADS before faiss and torch load
+    # (OpenMP reads it once), and importing vmfml.web.commands imports this package first.
+    if name == "create_app":
+        from vmfml.web.app import create_app
+
+        return create_app
+    if name in ("SearcherLike", "ServeSettings"):
+        from vmfml.web import settings
+
+        return getattr(settings, name)
+    raise AttributeError(f"module 'vmfml.web' has no attribute {name!r}")

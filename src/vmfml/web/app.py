@@ -57,6 +57,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import faiss
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -316,6 +317,8 @@ def _add_gallery_routes(
             "model": model_name,
             "gallery_root_set": gallery.root is not None,
             "writable": settings.writable,
+            # OpenMP threads a search may use, read in a worker thread as searches run
+            "search_threads": faiss.omp_get_max_threads(),
             "classifier": None
             if classifier is None
             else {

@@ -120,6 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    # Searches run in the server's worker threads, where `omp_set_num_threads` (a per-thread
+    # setting) does not reach: the OpenMP runtime must read the limit from the environment when
+    # faiss and torch load it, so before anything below imports them (tests/web/test_server.py).
+    # Measured on a busy 2-core machine: a 100k x 128 flat search took 25 ms with 2 OpenMP
+    # threads and 2.6 ms with 1.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     try:
         import uvicorn
 
@@ -129,13 +137,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"`vmfml serve` needs the serve extra ({err.name} is missing): pip install 'vmfml[serve]'"
         ) from err
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    # Searches run in the server's worker threads, where `omp_set_num_threads` (a per-thread
-    # setting) does not reach: the OpenMP runtime must read the limit from the environment when
-    # faiss and torch load it. Measured on a busy 2-core machine: a 20k x 128 flat search took
-    # 32 ms with 2 OpenMP threads and 0.5 ms with 1.
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch
 
     from vmfml.index import Searcher
