@@ -102,12 +102,14 @@ class VMFLoss(BaseLoss):
         margin = float(angular_margin)
         if not 0.0 <= margin < math.pi / 2:
             raise ValueError(
-                f"angular_margin must lie in [0, pi/2) radians (an angle added to the true class's; from "
-                f"pi/2 on, no angle gives the true class a positive cosine), got {margin}"
+                "angular_margin must lie in [0, pi/2) radians (an angle added to the true "
+                "class's; from pi/2 on, no angle gives the true class a positive cosine), "
+                f"got {margin}"
             )
         if isinstance(subcentres, bool) or not isinstance(subcentres, int) or subcentres < 1:
             raise ValueError(
-                f"subcentres must be an integer >= 1 (mean directions per class), got {subcentres!r}"
+                "subcentres must be an integer >= 1 (mean directions per class), "
+                f"got {subcentres!r}"
             )
         if not (math.isfinite(kappa) and kappa > 0):
             raise ValueError(f"kappa must be a finite number > 0, got {kappa}")
@@ -228,7 +230,8 @@ class VMFLoss(BaseLoss):
         return loss
 
     def logits(self, embeddings: Tensor) -> Tensor:
-        """Class logits kappa mu . x [B, C] (their softmax is the posterior) for embeddings [B, D]."""
+        """Class logits [B, C] for embeddings [B, D]: kappa mu . x, or the sub-centre mixture's,
+        never with the margin (their softmax is the posterior)."""
         check_rows(embeddings, self.embed_dim, directional=True)
         return self._logits(_unit(embeddings))
 
