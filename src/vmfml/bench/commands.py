@@ -2,7 +2,7 @@
 
 vmfml bench --profile quick|cpu|full [--experiments classification,retrieval,ablations]
             [--seeds 3] [--results DIR (default runs/bench)] [--device auto] [--max-runs N] [--jobs N]
-            [--time-budget SECONDS]
+            [--time-budget SECONDS] [--methods vmf-margin,vmf-subcentre]
 vmfml bench report --results DIR
 vmfml bench report --update BENCHMARKS.md   (remake the file's generated tables from the records)
 """
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from vmfml.bench.profiles import EXPERIMENTS, PROFILES
+from vmfml.bench.profiles import EXPERIMENTS, METHODS, PROFILES
 
 # Beside `vmfml train`'s runs/ (ignored by git), not in the repository's root.
 DEFAULT_RESULTS = "runs/bench"
@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--experiments",
         default=",".join(EXPERIMENTS),
         help=f"comma-separated subset of {','.join(EXPERIMENTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated methods that replace those of the profile's classification and "
+        f"retrieval tables (tuning runs and ablations unchanged): {', '.join(METHODS)} "
+        "(default: the profile's)",
     )
     parser.add_argument(
         "--seeds", type=int, default=None, help="seeds per method (default: the profile's)"
@@ -142,13 +149,14 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(f"wrote {p}" for p in paths))
         return 0
 
-    from vmfml.bench.profiles import get_profile, parse_experiments, plan
+    from vmfml.bench.profiles import get_profile, parse_experiments, parse_methods, plan
     from vmfml.bench.runner import finished_ids, read_records, run_benchmark
     from vmfml.bench.selection import choices_report
 
     profile = get_profile(args.profile)
     experiments = parse_experiments(args.experiments)
-    specs = plan(profile, experiments, args.seeds, read_records(results))
+    methods = None if args.methods is None else parse_methods(args.methods)
+    specs = plan(profile, experiments, args.seeds, read_records(results), methods)
     for line in choices_report(profile, read_records(results)):
         print(f"chosen on validation: {line}")
     if args.dry_run:
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         for message in summary.error_messages:
             print(f"  failed: {message}")
         records = read_records(results)
-        replanned = plan(profile, experiments, args.seeds, records)
+        replanned = plan(profile, experiments, args.seeds, records, methods)
         known = {s.run_id for s in specs}
         if args.max_runs is not None or all(s.run_id in known for s in replanned):
             break

@@ -60,6 +60,19 @@ METHODS: dict[str, dict[str, Any]] = {
     # its mean resultant length at every refresh, in the exact mixture posterior; the shrinkage
     # towards the shared kappa (0.5) was fixed in advance, not tuned.
     "vmf-class-kappa": {"loss": "vmf", "directions": "accumulate", "class_kappa": 0.5},
+    # Issue 24's candidates, in no profile's tables yet (`vmfml bench --methods` runs them), each
+    # with its setting fixed in advance. An additive angular margin on the true class's mean
+    # direction, ArcFace's m = 0.5 rad (also Sub-center ArcFace's), on `accumulate`: the best
+    # vMF estimator of 5.8 that needs no extra pass.
+    "vmf-margin": {"loss": "vmf", "directions": "accumulate", "vmf_margin": 0.5},
+    # K = 3 sub-centres per class (Sub-center ArcFace's K), from k-means over global's full pass,
+    # started at random (the paper's data start trails by 5.5 points of R@1 in 5.8).
+    "vmf-subcentre": {
+        "loss": "vmf",
+        "directions": "global",
+        "global_init": "random",
+        "vmf_subcentres": 3,
+    },
     "normalized_softmax": {"loss": "normalized_softmax"},
     "arcface": {"loss": "arcface"},
     "cosface": {"loss": "cosface"},
@@ -498,6 +511,19 @@ def parse_experiments(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
+    """ "vmf-margin,vmf-subcentre" -> ("vmf-margin", "vmf-subcentre"); unknown names refused."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise ValueError(f"no method given; valid methods: {', '.join(METHODS)}")
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {', '.join(unknown)}; valid methods: {', '.join(METHODS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def _spec(
     method: str, seed: int, base: Mapping[str, Any], group: Group, phase: str, cost_key: str
 ) -> RunSpec:
@@ -510,6 +536,7 @@ def plan(
     experiments: Iterable[str] = EXPERIMENTS,
     seeds: int | None = None,
     records: Sequence[Mapping[str, Any]] = (),
+    methods: Sequence[str] | None = None,
 ) -> list[RunSpec]:
     """The runs of `profile`, most important first.
 
@@ -526,7 +553,12 @@ def plan(
         records: the finished runs (`vmfml.bench.runner.read_records`), from which settings
             and methods chosen on validation are read; runs that wait on a choice not yet
             made are left out.
+        methods: METHODS names that replace the methods of the classification and retrieval
+            tables (each backbone's, and the best methods another table adds), e.g. to run
+            methods in no profile under a profile's budgets and protocol; the tuning runs and
+            the ablations stay as they are.
     """
+    methods = None if methods is None else parse_methods(list(methods))
     chosen = set(parse_experiments(list(experiments)))
     seeds = profile.seeds if seeds is None else seeds
     if seeds < 1:
@@ -536,7 +568,7 @@ def plan(
         base = {**_CLASSIFICATION_DATA, **profile.classification_settings}
         for seed in range(seeds):
             for depth in profile.depths:
-                for method in profile.classification_methods:
+                for method in methods or profile.classification_methods:
                     group = Group("classification", f"depth={depth}")
                     specs.append(
                         _spec(
@@ -550,14 +582,18 @@ def plan(
                     )
     if "retrieval" in chosen:
         for backbone in profile.backbones:
-            specs += _retrieval_specs(profile, backbone, seeds, records)
+            specs += _retrieval_specs(profile, backbone, seeds, records, methods)
     if "ablations" in chosen:
         specs += _ablation_specs(profile, min(seeds, profile.ablation_seeds))
     return merge_duplicates(specs)
 
 
 def _retrieval_specs(
-    profile: Profile, backbone: Backbone, seeds: int, records: Sequence[Mapping[str, Any]]
+    profile: Profile,
+    backbone: Backbone,
+    seeds: int,
+    records: Sequence[Mapping[str, Any]],
+    chosen: Sequence[str] | None = None,
 ) -> list[RunSpec]:
     """The tuning runs of a backbone, then its table's runs once what they wait on is known."""
     phase = f"retrieval/{backbone.name}"
@@ -573,8 +609,8 @@ def _retrieval_specs(
     tuned = tuned_settings(backbone, records)
     if tuned is None:
         return specs
-    methods = list(backbone.methods or profile.retrieval_methods)
-    if backbone.top:
+    methods = list(chosen or backbone.methods or profile.retrieval_methods)
+    if backbone.top and not chosen:
         top = top_methods(backbone, profile, records, exclude=methods, seeds=seeds)
         methods += top or []
     for seed in range(seeds):

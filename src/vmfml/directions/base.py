@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -15,11 +15,26 @@ from vmfml.distributed import is_distributed
 
 from .concentration import estimate_kappa
 
-__all__ = ["ClassSums", "MeanDirections", "finite_rows"]
+__all__ = ["ClassSums", "FullPassEmbeddings", "MeanDirections", "finite_rows"]
 
 # A full pass over the training set: per-class sums [C, D] (float64) and counts [C] of unit
 # embeddings, summed over every process (`compute_class_sums` behind a closure of the trainer's).
 ClassSums = Callable[[], tuple[Tensor, Tensor]]
+
+
+@runtime_checkable
+class FullPassEmbeddings(Protocol):
+    """A full pass that also hands over the embeddings themselves (the trainer's
+    `train.loop.FullPass`), for what needs more than class sums (the vMF loss's sub-centres)."""
+
+    def __call__(self) -> tuple[Tensor, Tensor]:
+        """The class sums [C, D] and counts [C] of `ClassSums`."""
+        ...
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Unit embeddings [N, D] and labels [N] of the whole training set, on every process."""
+        ...
+
 
 # How many class indices a warning spells out before it summarises the rest.
 _MAX_NAMED_CLASSES = 20

@@ -27,13 +27,16 @@ from torch import Tensor
 from .base import check_batch, check_rows, refuse_unusable
 
 __all__ = [
+    "arc_margin",
     "log_bessel_iv",
     "log_vmf_normalizer",
     "vmf_logits",
     "vmf_logits_unchecked",
     "vmf_loss",
     "vmf_mixture_logits",
+    "vmf_mixture_logits_of_cosines",
     "vmf_mixture_logits_unchecked",
+    "vmf_subcentre_logits",
 ]
 
 # Orders at or above this use the Debye expansion directly; smaller orders recur down from here.
@@ -296,8 +299,58 @@ def vmf_mixture_logits(x: Tensor, mu: Tensor, kappas: Tensor) -> Tensor:
 def vmf_mixture_logits_unchecked(x: Tensor, mu: Tensor, kappas: Tensor) -> Tensor:
     """`vmf_mixture_logits` without its input checks, for a caller that has made them (VMFLoss);
     a diverged kappa then gives NaN logits, which the training loop stops on."""
-    normalizers = _log_vmf_normalizer(kappas.to(torch.float64), x.shape[1]).to(x.dtype)
-    return normalizers + kappas.to(x.dtype) * (x @ mu.t())
+    return vmf_mixture_logits_of_cosines(x @ mu.t(), kappas, x.shape[1])
+
+
+def vmf_mixture_logits_of_cosines(cosines: Tensor, kappas: Tensor, dim: int) -> Tensor:
+    """log C_d(kappa_c) + kappa_c cos_c from the cosines [B, C] to the mean directions (those of
+    `vmf_mixture_logits`, or with the margin of `arc_margin` on the true class)."""
+    normalizers = _log_vmf_normalizer(kappas.to(torch.float64), dim).to(cosines.dtype)
+    return normalizers + kappas.to(cosines.dtype) * cosines
+
+
+def arc_margin(cosines: Tensor, labels: Tensor, margin: float) -> Tensor:
+    """The cosines [B, C] (or [B, C, K], K sub-centres per class) with those of each row's true
+    class replaced by cos(theta + m), the additive angular margin of ArcFace (Deng et al., CVPR
+    2019), theta = arccos of the cosine.
+
+    Where theta + m would pass pi, cos(theta + m) would rise again as theta grows; there the
+    cosine is cos(theta) - m sin(m) instead, as in the ArcFace authors' code and
+    pytorch-metric-learning, so that the true class's logit keeps falling with its angle.
+    Computed as cos(theta) cos(m) - sin(theta) sin(m), with sin(theta) = sqrt(1 - cos^2) kept
+    above 1e-12 under the root, so that the gradient stays finite at cos = +-1.
+
+    Args:
+        cosines: [B, C] or [B, C, K] cosines in [-1, 1].
+        labels: [B] int64 class indices (checked by the caller).
+        margin: m in radians, >= 0.
+
+    Returns:
+        a new tensor of the cosines' shape; differentiable.
+    """
+    index = labels.view(-1, *([1] * (cosines.dim() - 1))).expand(-1, 1, *cosines.shape[2:])
+    true = cosines.gather(1, index)
+    sine = torch.sqrt((1.0 - true * true).clamp_min(1e-12))
+    with_margin = true * math.cos(margin) - sine * math.sin(margin)
+    # theta + m <= pi  <=>  cos(theta) >= cos(pi - m) = -cos(m)
+    monotone = torch.where(true >= -math.cos(margin), with_margin, true - margin * math.sin(margin))
+    return cosines.scatter(1, index, monotone)
+
+
+def vmf_subcentre_logits(cosines: Tensor, kappa: Tensor | float, log_weights: Tensor) -> Tensor:
+    """Class logits log sum_k w_ck exp(kappa cos_ck) of a vMF mixture with K sub-centres per class
+    (mixture weights w_ck, one shared kappa): their softmax is the class posterior, as that of
+    `vmf_logits` is with one centre (the normalizer C_d(kappa) cancels again).
+
+    Args:
+        cosines: [B, C, K] cosines of each embedding to each class's sub-centres.
+        kappa: the concentration (number or 0-d tensor).
+        log_weights: [C, K] log w_ck, each row's weights summing to 1 (-inf: an empty sub-centre).
+
+    Returns:
+        logits [B, C].
+    """
+    return torch.logsumexp(kappa * cosines + log_weights.to(cosines.dtype), dim=2)
 
 
 def vmf_loss(x: Tensor, labels: Tensor, mu: Tensor, kappa: Tensor | float) -> Tensor:

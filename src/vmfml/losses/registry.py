@@ -35,11 +35,21 @@ def _vmf(
     directions: str = "accumulate",
     learn_kappa: bool = False,
     class_kappa: float = 0.0,
+    angular_margin: float = 0.0,
+    subcentres: int = 1,
     **direction_opts: Any,
 ) -> VMFLoss:
     """The vMF loss; direction_opts are the strategy's (init_seed, and momentum for ema)."""
     return VMFLoss(
-        num_classes, embed_dim, kappa, directions, learn_kappa, class_kappa, **direction_opts
+        num_classes,
+        embed_dim,
+        kappa,
+        directions,
+        learn_kappa,
+        class_kappa,
+        angular_margin=angular_margin,
+        subcentres=subcentres,
+        **direction_opts,
     )
 
 
@@ -99,10 +109,14 @@ def loss_options(name: str, directions: str | None = None) -> list[str]:
     if name.startswith("vmf"):
         if name != "vmf":
             directions = name.removeprefix("vmf_")
-        valid = ["kappa", "learn_kappa"] + (["directions"] if name == "vmf" else [])
+        valid = ["kappa", "learn_kappa", "angular_margin"] + (
+            ["directions"] if name == "vmf" else []
+        )
         strategy = directions or "accumulate"
         # Per-class concentrations are estimated from the sums a refresh sets mu from.
         per_class = ["class_kappa"] if _strategy(strategy).has_period else []
+        # Sub-centres cluster the embeddings of a full pass.
+        per_class += ["subcentres"] if _strategy(strategy).needs_full_pass else []
         return valid + per_class + direction_options(strategy)
     params = inspect.signature(builder).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -113,8 +127,8 @@ def create_loss(
 ) -> MetricLoss:
     """Build loss `name` for num_classes classes of embed_dim-dimensional embeddings.
 
-    Names: vmf (options kappa, directions, learn_kappa and the strategy's options, e.g.
-    momentum, init), vmf_global / vmf_accumulate / vmf_ema / vmf_learned (the same with the
+    Names: vmf (options kappa, directions, learn_kappa, class_kappa, angular_margin, subcentres (with
+    global) and the strategy's options, e.g. momentum, init), vmf_global / vmf_accumulate / vmf_ema / vmf_learned (the same with the
     strategy fixed), softmax, triplet, contrastive, lifted_structure, npair, multi_similarity,
     proxy_nca, proxy_anchor, normalized_softmax, arcface, cosface, cider. Unknown names or options raise
     a ValueError that lists the valid ones. The result follows `MetricLoss`.

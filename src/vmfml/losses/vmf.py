@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vmfml.directions import MeanDirections, create_directions
-from vmfml.directions.base import ClassSums
+from vmfml.directions import GlobalDirections, MeanDirections, create_directions
+from vmfml.directions.base import ClassSums, FullPassEmbeddings
+from vmfml.directions.subcentres import class_sums, estimate_subcentres
 
 from .base import (
     BaseLoss,
@@ -20,7 +22,13 @@ from .base import (
     refuse_unusable,
     unusable_rows,
 )
-from .functional import vmf_logits_unchecked, vmf_mixture_logits_unchecked
+from .functional import (
+    arc_margin,
+    vmf_logits_unchecked,
+    vmf_mixture_logits_of_cosines,
+    vmf_mixture_logits_unchecked,
+    vmf_subcentre_logits,
+)
 
 # NonFiniteEmbeddings lives in .base, shared by every loss; named here too, where it began.
 __all__ = ["NonFiniteEmbeddings", "VMFLoss"]
@@ -50,6 +58,16 @@ class VMFLoss(BaseLoss):
             stays the typical concentration), in the exact mixture posterior, where the
             normalizers log C_d(kappa_c) no longer cancel (`vmf_mixture_logits`). Needs a
             strategy that refreshes from class sums (accumulate, global).
+        angular_margin: m >= 0 radians, below pi/2: an additive angular margin on the true class in
+            training, whose logit becomes kappa cos(theta + m) with theta its angle to the mean
+            direction (ArcFace's margin, `arc_margin`); 0 (the paper): none. `logits` (the
+            posterior, classification) never has it.
+        subcentres: K >= 1 mean directions per class: each class a mixture of K vMF components
+            with weights, its logit log sum_k w_ck exp(kappa mu_ck . x) (`vmf_subcentre_logits`),
+            the centres and weights from spherical k-means within each class over the full pass
+            of every refresh (`directions.subcentres.estimate_subcentres`). Needs directions
+            "global"; until the first estimate every sub-centre is the class's mean direction.
+            1 (the paper): one mean direction.
         **direction_opts: options of the named strategy (e.g. momentum, init_seed).
 
     Example:
@@ -62,6 +80,8 @@ class VMFLoss(BaseLoss):
     has_classifier: bool = True
     fixed_kappa: Tensor  # a buffer, when kappa is fixed
     log_kappa: nn.Parameter  # when learn_kappa
+    subcentre_mu: Tensor  # [C, K, D] buffer, when subcentres > 1
+    subcentre_log_weights: Tensor  # [C, K] buffer, when subcentres > 1
 
     def __init__(
         self,
@@ -71,12 +91,26 @@ class VMFLoss(BaseLoss):
         directions: str | MeanDirections = "accumulate",
         learn_kappa: bool = False,
         class_kappa: float = 0.0,
+        angular_margin: float = 0.0,
+        subcentres: int = 1,
         **direction_opts: Any,
     ) -> None:
         super().__init__()
         kappa = float(kappa)
         if not 0.0 <= class_kappa <= 1.0:
             raise ValueError(f"class_kappa must lie in [0, 1], got {class_kappa}")
+        margin = float(angular_margin)
+        if not 0.0 <= margin < math.pi / 2:
+            raise ValueError(
+                "angular_margin must lie in [0, pi/2) radians (an angle added to the true "
+                "class's; from pi/2 on, no angle gives the true class a positive cosine), "
+                f"got {margin}"
+            )
+        if isinstance(subcentres, bool) or not isinstance(subcentres, int) or subcentres < 1:
+            raise ValueError(
+                "subcentres must be an integer >= 1 (mean directions per class), "
+                f"got {subcentres!r}"
+            )
         if not (math.isfinite(kappa) and kappa > 0):
             raise ValueError(f"kappa must be a finite number > 0, got {kappa}")
         if isinstance(directions, MeanDirections):
@@ -109,6 +143,25 @@ class VMFLoss(BaseLoss):
                 f"global), not {type(self.directions).__name__}"
             )
         self.class_kappa = float(class_kappa)
+        self.angular_margin = margin
+        self.subcentres = subcentres
+        if subcentres > 1:
+            if not isinstance(self.directions, GlobalDirections):
+                raise ValueError(
+                    f"subcentres > 1 needs the global directions: the sub-centres come from "
+                    f"spherical k-means over a full pass of the training set, not from "
+                    f"{type(self.directions).__name__}"
+                )
+            if class_kappa > 0:
+                raise ValueError("class_kappa and subcentres > 1 do not combine: choose one")
+            # Until the first estimate, K copies of each mean direction, of equal weight: the
+            # one-centre loss.
+            mu = self.directions.directions().detach()
+            self.register_buffer("subcentre_mu", mu[:, None, :].repeat(1, subcentres, 1))
+            self.register_buffer(
+                "subcentre_log_weights",
+                torch.full((num_classes, subcentres), -math.log(subcentres), dtype=mu.dtype),
+            )
         if learn_kappa:
             self.log_kappa = nn.Parameter(torch.tensor(math.log(kappa)))
         else:
@@ -137,11 +190,24 @@ class VMFLoss(BaseLoss):
         relative = (self.class_kappa * (log_k - log_k.mean())).exp()
         return self.kappa * relative.to(self.kappa.dtype)
 
-    def _logits(self, x: Tensor) -> Tensor:
+    def _logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Class logits of unit embeddings x [B, D]; with `labels`, the margin on the true class."""
+        kappa = self.kappa.to(x.dtype)
+        if self.subcentres > 1:
+            centres = self.subcentre_mu.to(x.dtype)
+            cosines = (x @ centres.flatten(0, 1).t()).view(len(x), *centres.shape[:2])
+            if self.angular_margin > 0 and labels is not None:
+                cosines = arc_margin(cosines, labels, self.angular_margin)
+            return vmf_subcentre_logits(cosines, kappa, self.subcentre_log_weights)
         mu = self.directions.directions().to(x.dtype)
         kappas = self.class_kappas()
+        if self.angular_margin > 0 and labels is not None:
+            cosines = arc_margin(x @ mu.t(), labels, self.angular_margin)
+            if kappas is None:
+                return kappa * cosines
+            return vmf_mixture_logits_of_cosines(cosines, kappas, x.shape[1])
         if kappas is None:
-            return vmf_logits_unchecked(x, mu, self.kappa.to(x.dtype))
+            return vmf_logits_unchecked(x, mu, kappa)
         return vmf_mixture_logits_unchecked(x, mu, kappas)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -154,7 +220,7 @@ class VMFLoss(BaseLoss):
         labels = check_batch(embeddings, labels, self.embed_dim, self.num_classes)
         x = _unit(embeddings)
         bad = unusable_rows(embeddings, directional=True)
-        loss = F.cross_entropy(self._logits(x), labels)
+        loss = F.cross_entropy(self._logits(x, labels), labels)
         if self.training:
             # A batch with a bad row is handed over as NaN rows only, which the strategies skip:
             # nothing of a refused batch is taken in, and every process of a run still calls its
@@ -164,17 +230,51 @@ class VMFLoss(BaseLoss):
         return loss
 
     def logits(self, embeddings: Tensor) -> Tensor:
-        """Class logits kappa mu . x [B, C] (their softmax is the posterior) for embeddings [B, D]."""
+        """Class logits [B, C] for embeddings [B, D]: kappa mu . x, or the sub-centre mixture's,
+        never with the margin (their softmax is the posterior)."""
         check_rows(embeddings, self.embed_dim, directional=True)
         return self._logits(_unit(embeddings))
 
     # ---- the training contract (vmfml.losses.base): the strategy does the work ----
 
     def start(self, full_pass: ClassSums) -> None:
+        uses_pass = isinstance(self.directions, GlobalDirections) and self.directions.init == "data"
+        if self.subcentres > 1 and uses_pass:
+            self._with_subcentres(full_pass, self.directions.start)
+            return
         self.directions.start(full_pass)
+        if self.subcentres > 1:  # a random start: K copies of each random direction
+            mu = self.directions.directions().detach()
+            self.subcentre_mu = mu[:, None, :].repeat(1, self.subcentres, 1)
 
     def end_period(self, full_pass: ClassSums) -> None:
-        self.directions.end_period(full_pass)
+        if self.subcentres > 1:
+            self._with_subcentres(full_pass, self.directions.end_period)
+        else:
+            self.directions.end_period(full_pass)
+
+    def _with_subcentres(self, full_pass: ClassSums, refresh: Callable[[ClassSums], None]) -> None:
+        """One full pass for both: the strategy's refresh from its class sums, and the
+        sub-centres by k-means within each class of its embeddings."""
+        if not isinstance(full_pass, FullPassEmbeddings):
+            raise ValueError(
+                "subcentres > 1 need a full pass that yields the embeddings themselves "
+                "(FullPassEmbeddings, as the trainer's FullPass does), not only class sums"
+            )
+        x, labels = full_pass.embeddings()
+        sums, counts = class_sums(x, labels, self.num_classes)
+        refresh(lambda: (sums, counts))
+        centres, log_weights, estimated = estimate_subcentres(
+            x, labels, self.num_classes, self.subcentres, seed=self.directions.init_seed
+        )
+        keep = estimated.to(self.subcentre_mu.device)
+        # Out of place: the current forward pass may still hold the old ones for its backward.
+        self.subcentre_mu = torch.where(
+            keep[:, None, None], centres.to(self.subcentre_mu), self.subcentre_mu
+        )
+        self.subcentre_log_weights = torch.where(
+            keep[:, None], log_weights.to(self.subcentre_log_weights), self.subcentre_log_weights
+        )
 
     def log_values(self) -> dict[str, float]:
         values = {"kappa": float(self.kappa.detach())}
@@ -203,9 +303,17 @@ class VMFLoss(BaseLoss):
         )
 
     def extra_repr(self) -> str:
+        extra = "".join(
+            f", {name}={value}"
+            for name, value, default in (
+                ("angular_margin", self.angular_margin, 0.0),
+                ("subcentres", self.subcentres, 1),
+            )
+            if value != default
+        )
         return (
             f"kappa={float(self.kappa):.4g}, learn_kappa={self.learn_kappa}, "
-            f"class_kappa={self.class_kappa}"
+            f"class_kappa={self.class_kappa}{extra}"
         )
 
 

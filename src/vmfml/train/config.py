@@ -41,6 +41,8 @@ LOSS_KEYS = {
     "kappa": "kappa",
     "learn_kappa": "learn_kappa",
     "class_kappa": "class_kappa",
+    "vmf_margin": "angular_margin",
+    "vmf_subcentres": "subcentres",
     "ema_momentum": "momentum",
     "global_init": "init",
 }
@@ -149,6 +151,21 @@ class TrainConfig:
             "paper); above 0, each class's kappa estimated from its mean resultant length at "
             "every refresh, log-shrunk by this factor towards --kappa, in the exact vMF mixture "
             "posterior (accumulate and global)"
+        },
+    )
+    vmf_margin: float = field(
+        default=0.0,
+        metadata={
+            "help": "additive angular margin m (radians, 0 to pi/2) on the true class in "
+            "training: its logit becomes kappa cos(theta + m), as ArcFace's; 0: none (the paper)"
+        },
+    )
+    vmf_subcentres: int = field(
+        default=1,
+        metadata={
+            "help": "mean directions per class (--directions global): each class a mixture of K "
+            "vMF components, from spherical k-means within the class over every full pass; "
+            "1: one (the paper)"
         },
     )
     global_init: str = field(
@@ -330,6 +347,10 @@ class TrainConfig:
             raise ValueError(f"unknown_fraction must be in (0, 1); got {self.unknown_fraction}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1); got {self.test_fraction}")
+        if not 0.0 <= self.vmf_margin < math.pi / 2:
+            raise ValueError(f"vmf_margin must be in [0, pi/2) radians; got {self.vmf_margin}")
+        if self.vmf_subcentres < 1:
+            raise ValueError(f"vmf_subcentres must be 1 or more; got {self.vmf_subcentres}")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise ValueError(f"ema_momentum must be in [0, 1); got {self.ema_momentum}")
         if not self.eval_ks or any(k < 1 for k in self.eval_ks):

@@ -35,11 +35,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from vmfml import distributed
+from vmfml.directions.subcentres import class_sums
 from vmfml.files import write_text_atomic
 from vmfml.losses import MetricLoss, create_loss
 from vmfml.losses.vmf import NonFiniteEmbeddings
@@ -48,6 +50,7 @@ from vmfml.models.inference import autocast, model_inputs, resolve_precision
 from vmfml.text import plural
 from vmfml.train.batches import (
     class_sums_of,
+    embed_dataset,
     epoch_generator,
     in_memory,
     train_batches,
@@ -232,8 +235,9 @@ class Objective(nn.Module):
 @dataclass
 class FullPass:
     """A pass of the current network over the training set, sharded over the processes: the
-    class sums the `global` strategy refreshes from. Remembers the step of its last result, so
-    that the final evaluation reuses it when the network has not moved since."""
+    class sums the `global` strategy refreshes from, or (`embeddings`, a `FullPassEmbeddings`)
+    the embeddings themselves, which the vMF sub-centres cluster. Remembers the step of its last
+    class sums, so that the final evaluation reuses them when the network has not moved since."""
 
     model: EmbeddingModel
     data: DataSplit
@@ -256,6 +260,25 @@ class FullPass:
         )
         self.last = (self.step, sums, counts)
         return sums, counts
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Unit embeddings [N, D] (CPU) and labels [N] of the whole training set, on every
+        process; their class sums become the last result, as a call's would."""
+        features, labels = embed_dataset(
+            self.model,
+            self.data.train,
+            dict(self.model.preprocessing),
+            self.device,
+            EVAL_BATCH,
+            self.config.num_workers,
+            self.config.progress,
+            desc="full pass",
+            precision=self.precision,
+        )
+        x = F.normalize(features.to(torch.float64), dim=1)
+        sums, counts = class_sums(x, labels, len(self.data.train.class_names))
+        self.last = (self.step, sums.to(self.device), counts.to(self.device))
+        return x, labels
 
     def sums_at(self, step: int) -> tuple[Tensor, Tensor] | None:
         """The last result if it was computed after step `step`, else None."""
