@@ -450,3 +450,21 @@ def test_the_log_is_read_by_seq_through_its_index_also_in_a_log_written_before_i
         assert f"INDEX {table}_seq (seq>?)" in plan, plan
     conn.close()
     gallery.close()
+
+
+def test_the_filter_masks_kept_are_bounded(tmp_path: Path) -> None:
+    """Filter clauses come from requests: a stream of distinct ones must not keep a mask each."""
+    from vmfml.index.gallery import MAX_CACHED_MASKS
+
+    folder = tmp_path / "idx"
+    x = build_folder(folder)
+    gallery = Gallery(folder)
+    queries = unit(3, seed=5)
+    for j in range(3 * MAX_CACHED_MASKS):
+        gallery.search(queries, 5, where=f"path^=shop{j}/")
+        assert len(gallery._masks) <= MAX_CACHED_MASKS
+    # An evicted clause is recomputed, and still exact.
+    matching = {i: x[i] for i in range(200) if i % 4 == 0}  # path^=shop0/
+    assert_same_ranking(
+        gallery.search(queries, 10, "path^=shop0/"), reference(matching, queries, 10)
+    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,8 @@ from vmfml.index.write_log import FILE as LOG_FILE
 from vmfml.index.write_log import FolderReplaced, Tail, WriteLog
 
 # Search options a compacting rebuild carries over from the build it replaces.
+# Filter masks (one bool per row each) kept for repeated clauses; the rest are recomputed.
+MAX_CACHED_MASKS = 16
 BUILD_OPTIONS = ("nlist", "nprobe", "m", "ef_construction", "ef_search", "pq_bytes", "opq",
                  "refine_factor")  # fmt: skip
 
@@ -81,7 +84,8 @@ class Gallery:
         self._index = SearchIndex.load(self.directory)
         self._built_rows = len(self._index)
         self._live = np.ones(len(self._index), dtype=bool)
-        self._masks: dict[Clause, np.ndarray] = {}
+        # Filter clauses come from requests: at most MAX_CACHED_MASKS N-byte masks are kept.
+        self._masks: OrderedDict[Clause, np.ndarray] = OrderedDict()
         self._seq = 0
         self._version = -1
         self._open_log(create=False)
@@ -121,7 +125,7 @@ class Gallery:
             if row is not None:
                 self._live[row] = False
         if len(tail.ids) or len(tail.removed):
-            self._masks = {}
+            self._masks.clear()
         self._seq = tail.seq
 
     def _refresh(self) -> None:
@@ -267,6 +271,10 @@ class Gallery:
                     count=len(index),
                 )
                 self._masks[clause] = mask
+                while len(self._masks) > MAX_CACHED_MASKS:
+                    self._masks.popitem(last=False)  # the least recently used
+            else:
+                self._masks.move_to_end(clause)
             rows = mask if rows is None else rows & mask
         return rows
 
