@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refine-factor",
         type=positive_int,
-        help="ivfpq: candidates re-ranked exactly, per result (default 8)",
+        help="ivfpq: candidates re-ranked exactly, per result (default 16)",
     )
     parser.add_argument("--m", type=positive_int, help="hnsw links per vector (default 32)")
     parser.add_argument(

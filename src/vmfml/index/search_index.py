@@ -185,7 +185,7 @@ class SearchIndex:
         ef_search: int = 64,
         pq_bytes: int | None = None,
         opq: bool = False,
-        refine_factor: int = 8,
+        refine_factor: int = 16,
         train_size: int | None = None,
         chunk_rows: int = CHUNK_ROWS,
         seed: int = 0,
@@ -207,12 +207,13 @@ class SearchIndex:
             ef_construction: hnsw candidate list while building.
             ef_search: hnsw candidate list while searching (>= k is needed for k results).
             pq_bytes: ivfpq code size per vector, dividing D; default D / 8 (32x smaller than
-                float32; with refine_factor 8 it kept 10-recall@10 at 0.997 on 50,000 x 128,
-                where D / 4 needed as much memory again for 0.994 at refine 4: BENCHMARKS.md 4).
+                float32; on 1,000,000 x 128 with refine_factor 16 it kept 10-recall@10 at 0.958,
+                with 8 at 0.942: BENCHMARKS.md 4.2).
             opq: ivfpq: rotate the vectors (OPQ) before quantising them (slow to train; see
                 BENCHMARKS.md section 4 for what it gains).
-            refine_factor: ivfpq: candidates re-ranked exactly per result (k * refine_factor);
-                a search-time setting (`set_search_params`).
+            refine_factor: ivfpq: candidates re-ranked exactly per result (k * refine_factor;
+                default 16, 8 until the 1M measurement); a search-time setting
+                (`set_search_params`).
             train_size: ivf/ivfpq training rows, sampled uniformly at random; default `64 nlist`
                 for ivf, at least 256 * 39 for ivfpq's codebooks (at most N). A random sample
                 matters: galleries are usually sorted by class.
