@@ -254,7 +254,7 @@ def requesters(
 def store_levels(index_dir: Path, dim: int, total: int, seed: int) -> list[Level]:
     """The same adds and removes made on the store directly (`open_gallery`, no HTTP), one
     at a time: what a write costs the server beside handling the request."""
-    from vmfml.index.open_gallery import open_gallery
+    from vmfml.index.opener import open_gallery
 
     store = open_gallery(index_dir)
     rng = np.random.default_rng(seed + 2)

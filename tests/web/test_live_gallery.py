@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from vmfml.cli import main
-from vmfml.index.open_gallery import open_gallery
+from vmfml.index.opener import open_gallery
 from vmfml.index.searcher import Searcher
 from vmfml.web import ServeSettings, create_app
 

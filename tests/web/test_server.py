@@ -103,7 +103,7 @@ def test_writable_server_adds_and_sees_cli_removals(
         assert httpx.get(f"{base}/api/items/5").status_code == 404
         assert httpx.get(f"{base}/api/health").json()["count"] == 60
         assert httpx.delete(f"{base}/api/items/60").status_code == 200
-    from vmfml.index.open_gallery import open_gallery
+    from vmfml.index.opener import open_gallery
 
     store = open_gallery(copy.index_dir)
     assert len(store) == 59 and store.get(60) is None and store.get(5) is None

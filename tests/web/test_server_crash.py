@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from vmfml.index.open_gallery import open_gallery
+from vmfml.index.opener import open_gallery
 
 pytestmark = [
     pytest.mark.slow,

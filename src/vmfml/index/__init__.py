@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from vmfml.index.gallery import Gallery
     from vmfml.index.grid import save_result_grid
     from vmfml.index.model_info import check_same_model, model_info
-    from vmfml.index.open_gallery import open_gallery
+    from vmfml.index.opener import open_gallery
     from vmfml.index.search_index import KINDS, Items, SearchIndex
     from vmfml.index.searcher import Searcher
     from vmfml.index.store import GalleryStore, Hit, Item
@@ -31,7 +31,7 @@ _EXPORTS = {
     "save_result_grid": "vmfml.index.grid",
     "check_same_model": "vmfml.index.model_info",
     "model_info": "vmfml.index.model_info",
-    "open_gallery": "vmfml.index.open_gallery",
+    "open_gallery": "vmfml.index.opener",
     "KINDS": "vmfml.index.search_index",
     "Items": "vmfml.index.search_index",
     "SearchIndex": "vmfml.index.search_index",

@@ -66,7 +66,7 @@ def _index_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vmfml.index.open_gallery import open_gallery
+    from vmfml.index.opener import open_gallery
 
     gallery = open_gallery(args.index, milvus_uri=args.milvus_uri)
     try:

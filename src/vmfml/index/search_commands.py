@@ -156,7 +156,7 @@ def _search_embedding_files(
 ) -> tuple[Any, list[tuple[Path, str | None]], list[list[Any]]]:
     from vmfml.index.embeddings import load_embedding_file
     from vmfml.index.model_info import check_same_model
-    from vmfml.index.open_gallery import open_gallery
+    from vmfml.index.opener import open_gallery
     from vmfml.index.rerank import reranked_hits
 
     index = open_gallery(args.index, milvus_uri=args.milvus_uri)

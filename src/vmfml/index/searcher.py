@@ -19,7 +19,7 @@ from torch import nn
 
 from vmfml.index.images import prepare
 from vmfml.index.model_info import check_same_model, describe, model_info
-from vmfml.index.open_gallery import open_gallery
+from vmfml.index.opener import open_gallery
 from vmfml.index.rerank import expand_on_store, reranked_hits
 from vmfml.index.store import GalleryStore, Hit, Where
 from vmfml.metrics.rerank import Rerank
