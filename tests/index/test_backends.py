@@ -333,3 +333,38 @@ def test_cli_search_rerank_on_both_backends(
     ]:
         assert main(["search", "--index", str(folder), str(q), "--rerank", "aqe", *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not milvus_available(), reason="needs pymilvus and milvus-lite")
+@pytest.mark.parametrize(
+    "kind,options,check",
+    [
+        ("ivf", {"nlist": 7, "nprobe": 7}, lambda ix: faiss_ivf_nlist(ix) == 7),
+        ("hnsw", {"m": 8, "ef_construction": 40}, lambda ix: ix.hnsw.nb_neighbors(1) == 8),
+    ],
+)
+def test_milvus_lite_builds_with_the_settings_given(tmp_path: Path, kind: str, options, check):  # noqa: ANN001
+    """What Milvus Lite really built, read back from the faiss index files it wrote beside its
+    segments (describe_index repeats the request, whatever was built): pymilvus 3 sends each
+    setting as its own key, which Lite 3.2 ignored, building IVF with 128 cells and HNSW M 16."""
+    import faiss
+
+    folder = tmp_path / kind
+    build(folder, "milvus", n=3000, kind=kind, **options)
+    # A segment too small for an index keeps its float32 rows (a numpy file) for brute force.
+    files = [
+        f
+        for f in sorted((folder / "milvus.db").rglob("indexes/*.vector.*.idx"))
+        if f.read_bytes()[:6] != b"\x93NUMPY"
+    ]
+    assert files, "Milvus Lite wrote no vector index file"
+    for file in files:
+        read = faiss.read_index(str(file))
+        index = faiss.downcast_index(read)  # a view: `read` owns the index and must outlive it
+        assert check(index), f"{file.name}: {type(index).__name__} built with other settings"
+
+
+def faiss_ivf_nlist(index: Any) -> int:
+    import faiss
+
+    return int(faiss.extract_index_ivf(index).nlist)

@@ -95,7 +95,15 @@ def _index_params(client: Any, kind: str, dim: int, options: dict[str, Any]) -> 
         extra["m"] = int(options["pq_bytes"])
     if kind == "hnsw":
         extra = {"M": int(options["m"]), "efConstruction": int(options["ef_construction"])}
-    params.add_index("vector", index_type=INDEX_TYPES[kind], metric_type="IP", params=extra)
+    # pymilvus 3 sends each setting as its own key; Milvus Lite 3.2 reads only a `params` key
+    # holding them as JSON (and builds with its own defaults otherwise: IVF 128 cells, HNSW M 16).
+    # A Milvus server reads both forms, the same settings.
+    params.add_index(
+        "vector",
+        index_type=INDEX_TYPES[kind],
+        metric_type="IP",
+        params={**extra, "params": extra} if extra else {},
+    )
     return params
 
 
