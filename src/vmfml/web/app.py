@@ -71,6 +71,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from vmfml.heap import release_memory
 from vmfml.index.rerank import MAX_ALPHA, MAX_N, search_rerank
 from vmfml.index.where import Clause
 from vmfml.web.api_docs import render_api_docs
@@ -80,7 +81,6 @@ from vmfml.web.images import (
     ThumbnailCache,
     encode_thumbnail,
     open_image,
-    release_memory,
 )
 from vmfml.web.middleware import (
     ApiKeyMiddleware,

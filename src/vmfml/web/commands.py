@@ -131,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
+        from vmfml.heap import map_large_buffers_separately
         from vmfml.web.app import ServeSettings, create_app
-        from vmfml.web.images import map_large_buffers_separately
     except ImportError as err:
         raise ValueError(
             f"`vmfml serve` needs the serve extra ({err.name} is missing): pip install 'vmfml[serve]'"
