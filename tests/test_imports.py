@@ -121,3 +121,19 @@ def test_the_check_sees_cycles_through_lazy_and_relative_imports(tmp_path: Path)
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.b\n"
     )
     assert find_cycle(import_graph(root)) is None
+
+
+def test_no_package_export_is_shadowed_by_a_submodule_of_its_name() -> None:
+    """vmfml.index and vmfml.web import their parts on first use (PEP 562 `__getattr__`); a
+    submodule named like an export would replace it in the package once imported."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    for name in ("vmfml.index", "vmfml.web"):
+        package = importlib.import_module(name)
+        modules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+        for module in modules:  # every part imported, as a long-running process ends up
+            importlib.import_module(f"{name}.{module}")
+        for export in package.__all__:
+            assert not inspect.ismodule(getattr(package, export)), f"{name}.{export}"

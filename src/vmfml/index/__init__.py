@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     )
     from vmfml.index.gallery import Gallery
     from vmfml.index.grid import save_result_grid
-    from vmfml.index.model_info import check_same_model, model_info
+    from vmfml.index.model_record import check_same_model, model_info
     from vmfml.index.opener import open_gallery
     from vmfml.index.search_index import KINDS, Items, SearchIndex
     from vmfml.index.searcher import Searcher
@@ -29,8 +29,8 @@ _EXPORTS = {
     "save_embedding_file": "vmfml.index.embeddings",
     "Gallery": "vmfml.index.gallery",
     "save_result_grid": "vmfml.index.grid",
-    "check_same_model": "vmfml.index.model_info",
-    "model_info": "vmfml.index.model_info",
+    "check_same_model": "vmfml.index.model_record",
+    "model_info": "vmfml.index.model_record",
     "open_gallery": "vmfml.index.opener",
     "KINDS": "vmfml.index.search_index",
     "Items": "vmfml.index.search_index",

@@ -295,7 +295,7 @@ def embed_folder_to_file(
         the path written (None on processes other than 0 of a torchrun run, which write nothing).
     """
     from vmfml.distributed import is_main
-    from vmfml.index.model_info import model_info
+    from vmfml.index.model_record import model_info
 
     if not is_main():  # under torchrun: embed this process's shard, process 0 writes
         embed_into(

@@ -129,7 +129,7 @@ def _from_embedding_files(
     gallery: Any, files: list[str], index: str
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     from vmfml.index.embeddings import load_embedding_file
-    from vmfml.index.model_info import check_same_model
+    from vmfml.index.model_record import check_same_model
 
     vectors, items = [], []
     for file in files:

@@ -155,7 +155,7 @@ def _search_embedding_files(
     args: argparse.Namespace, files: list[str]
 ) -> tuple[Any, list[tuple[Path, str | None]], list[list[Any]]]:
     from vmfml.index.embeddings import load_embedding_file
-    from vmfml.index.model_info import check_same_model
+    from vmfml.index.model_record import check_same_model
     from vmfml.index.opener import open_gallery
     from vmfml.index.rerank import reranked_hits
 

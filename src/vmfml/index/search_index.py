@@ -731,7 +731,7 @@ def _check_unit(x: np.ndarray, first_row: int) -> None:
 
 
 def _model_name(meta: dict[str, Any]) -> str:
-    from vmfml.index.model_info import describe
+    from vmfml.index.model_record import describe
 
     return describe(meta["model"]) if meta.get("model") else ""
 

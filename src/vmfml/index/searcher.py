@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from vmfml.index.images import prepare
-from vmfml.index.model_info import check_same_model, describe, model_info
+from vmfml.index.model_record import check_same_model, describe, model_info
 from vmfml.index.opener import open_gallery
 from vmfml.index.rerank import expand_on_store, reranked_hits
 from vmfml.index.store import GalleryStore, Hit, Where
