@@ -148,10 +148,9 @@ def test_approximate_kinds_filter_on_both_backends(tmp_path: Path, backend: str,
         store.close()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_cli_on_both_backends(
-    tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def cli_index(tmp_path: Path, backend: str) -> tuple[np.ndarray, Path]:
+    """`vmfml index --backend BACKEND` over 60 vectors of two classes, saved as
+    tmp_path/g.npz: (vectors, index folder)."""
     x = clustered_unit_vectors(60, D, clusters=5, seed=0)
     labels = [i % 2 for i in range(60)]
     emb = save_embedding_file(tmp_path / "g.npz", x, labels, ["boot", "cap"],
@@ -159,10 +158,19 @@ def test_cli_on_both_backends(
     folder = tmp_path / "idx"
     assert main(["index", "--embeddings", str(emb), "--out", str(folder),
                  "--backend", backend]) == 0  # fmt: skip
+    return x, folder
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cli_on_both_backends(
+    tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, folder = cli_index(tmp_path, backend)
     new = save_embedding_file(tmp_path / "n.npz", x[:2], [1, 1], ["boot", "cap"], ["n0", "n1"], {})
     assert main(["index", "add", "--index", str(folder), str(new), "--meta", "camera=3"]) == 0
     assert main(["index", "remove", "--index", str(folder), "3"]) == 0
     capsys.readouterr()
+    emb = tmp_path / "g.npz"
     assert main(["search", "--index", str(folder), str(emb), "-k", "2", "--format", "json",
                  "--where", "meta.camera=3"]) == 0  # fmt: skip
     answer = json.loads(capsys.readouterr().out)
@@ -302,13 +310,7 @@ def test_query_expansion_searches_like_brute_force(tmp_path: Path, backend: str)
 def test_cli_search_rerank_on_both_backends(
     tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    x = clustered_unit_vectors(60, D, clusters=5, seed=0)
-    labels = [i % 2 for i in range(60)]
-    emb = save_embedding_file(tmp_path / "g.npz", x, labels, ["boot", "cap"],
-                              [f"/g/{i}.png" for i in range(60)], {})  # fmt: skip
-    folder = tmp_path / "idx"
-    assert main(["index", "--embeddings", str(emb), "--out", str(folder),
-                 "--backend", backend]) == 0  # fmt: skip
+    x, folder = cli_index(tmp_path, backend)
     queries = clustered_unit_vectors(5, D, clusters=5, seed=5)
     q = save_embedding_file(tmp_path / "q.npz", queries, [0] * 5, ["boot", "cap"],
                             [f"q{i}" for i in range(5)], {})  # fmt: skip
