@@ -37,7 +37,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -500,26 +500,23 @@ def get_profile(name: str) -> Profile:
 
 def parse_experiments(text: str | Sequence[str]) -> tuple[str, ...]:
     """ "classification,retrieval" -> ("classification", "retrieval"); unknown names refused."""
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    if not names:
-        raise ValueError(f"no experiment given; valid experiments: {', '.join(EXPERIMENTS)}")
-    unknown = [n for n in names if n not in EXPERIMENTS]
-    if unknown:
-        raise ValueError(
-            f"unknown experiment(s) {', '.join(unknown)}; valid experiments: {', '.join(EXPERIMENTS)}"
-        )
-    return tuple(dict.fromkeys(names))
+    return _parse_names(text, EXPERIMENTS, "experiment")
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     """ "vmf-margin,vmf-subcentre" -> ("vmf-margin", "vmf-subcentre"); unknown names refused."""
+    return _parse_names(text, METHODS, "method")
+
+
+def _parse_names(text: str | Sequence[str], valid: Collection[str], what: str) -> tuple[str, ...]:
+    """Comma-separated (or listed) names of `what`, each one of `valid`, in order, once each."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     if not names:
-        raise ValueError(f"no method given; valid methods: {', '.join(METHODS)}")
-    unknown = [n for n in names if n not in METHODS]
+        raise ValueError(f"no {what} given; valid {what}s: {', '.join(valid)}")
+    unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(
-            f"unknown method(s) {', '.join(unknown)}; valid methods: {', '.join(METHODS)}"
+            f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(valid)}"
         )
     return tuple(dict.fromkeys(names))
 
