@@ -47,7 +47,7 @@ DECIDING = "knn"  # the classifier's default score: the paired comparison is mad
 def methods() -> dict[str, dict[str, Any]]:
     from vmfml.bench.profiles import METHODS
 
-    return {**METHODS, "cider": {"loss": "cider"}}
+    return dict(METHODS)
 
 
 def git_state() -> dict[str, Any]:

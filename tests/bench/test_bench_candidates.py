@@ -12,7 +12,7 @@ from vmfml.cli import main
 from vmfml.losses import create_loss
 from vmfml.train.config import load_config
 
-CANDIDATES = ("vmf-margin", "vmf-subcentre")
+CANDIDATES = ("vmf-margin", "vmf-subcentre", "vmf-anchor")
 
 
 def test_the_candidates_build_their_loss_with_the_options_they_name() -> None:
@@ -53,6 +53,6 @@ def test_bench_dry_run_lists_them(tmp_path: Path, capsys: pytest.CaptureFixture[
     args = ["bench", "--profile", "quick", "--experiments", "retrieval", "--dry-run"]
     assert main([*args, "--methods", ",".join(CANDIDATES), "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "vmf-margin" in out and "vmf-subcentre" in out and "2 runs, 0 done" in out
+    assert all(m in out for m in CANDIDATES) and "3 runs, 0 done" in out
     assert main([*args, "--methods", "vmf-margins", "--results", str(tmp_path)]) == 2
     assert "unknown method(s) vmf-margins; valid methods: " in capsys.readouterr().err

@@ -73,6 +73,13 @@ METHODS: dict[str, dict[str, Any]] = {
         "global_init": "random",
         "vmf_subcentres": 3,
     },
+    # Proxy-Anchor's hard weighting (scale 32, margin 0.1, its authors') with `accumulate`'s
+    # mean directions as the anchors: Proxy-Anchor leads 5.8's small-CNN table, and this asks
+    # whether its weighting or its learned proxies do it.
+    "vmf-anchor": {"loss": "vmf", "directions": "accumulate", "vmf_weighting": "proxy-anchor"},
+    # CIDER (Ming et al., ICLR 2023; vmfml.losses.cider): compactness to EMA prototypes plus
+    # dispersion between them, at its authors' tau 0.1 and prototype momentum 0.5.
+    "cider": {"loss": "cider"},
     "normalized_softmax": {"loss": "normalized_softmax"},
     "arcface": {"loss": "arcface"},
     "cosface": {"loss": "cosface"},

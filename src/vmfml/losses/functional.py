@@ -337,6 +337,29 @@ def arc_margin(cosines: Tensor, labels: Tensor, margin: float) -> Tensor:
     return cosines.scatter(1, index, monotone)
 
 
+def proxy_anchor_of_cosines(
+    cosines: Tensor, labels: Tensor, alpha: float = 32.0, delta: float = 0.1
+) -> Tensor:
+    """Proxy-Anchor's loss (Kim, Kim, Cho and Kwak, CVPR 2020) of the cosines [B, C] between a
+    batch and one anchor per class, labels [B]: each anchor weighs its batch members by their
+    hardness, as the authors' loss weighs its proxies' (scale alpha, margin delta):
+
+        (1 / |P+|) sum_{c in P+} log(1 + sum_{i: y_i = c} exp(-alpha (cos_ic - delta)))
+      + (1 / C)    sum_c        log(1 + sum_{i: y_i != c} exp(alpha (cos_ic + delta)))
+
+    with P+ the classes present in the batch. Written as softplus(logsumexp(...)), with the
+    excluded terms at a finite -1e4 (not -inf, whose logsumexp has a NaN gradient).
+    """
+    positive = F.one_hot(labels, cosines.shape[1]).bool()
+    excluded = torch.tensor(-1e4, dtype=cosines.dtype, device=cosines.device)
+    pulls = torch.where(positive, -alpha * (cosines - delta), excluded)
+    pushes = torch.where(positive, excluded, alpha * (cosines + delta))
+    present = positive.any(dim=0)
+    pull = F.softplus(torch.logsumexp(pulls[:, present], dim=0)).sum() / present.sum()
+    push = F.softplus(torch.logsumexp(pushes, dim=0)).sum() / cosines.shape[1]
+    return pull + push
+
+
 def vmf_subcentre_logits(cosines: Tensor, kappa: Tensor | float, log_weights: Tensor) -> Tensor:
     """Class logits log sum_k w_ck exp(kappa cos_ck) of a vMF mixture with K sub-centres per class
     (mixture weights w_ck, one shared kappa): their softmax is the class posterior, as that of

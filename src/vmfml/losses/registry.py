@@ -37,6 +37,7 @@ def _vmf(
     class_kappa: float = 0.0,
     angular_margin: float = 0.0,
     subcentres: int = 1,
+    weighting: str = "softmax",
     **direction_opts: Any,
 ) -> VMFLoss:
     """The vMF loss; direction_opts are the strategy's (init_seed, and momentum for ema)."""
@@ -49,6 +50,7 @@ def _vmf(
         class_kappa,
         angular_margin=angular_margin,
         subcentres=subcentres,
+        weighting=weighting,
         **direction_opts,
     )
 
@@ -109,7 +111,7 @@ def loss_options(name: str, directions: str | None = None) -> list[str]:
     if name.startswith("vmf"):
         if name != "vmf":
             directions = name.removeprefix("vmf_")
-        valid = ["kappa", "learn_kappa", "angular_margin"] + (
+        valid = ["kappa", "learn_kappa", "angular_margin", "weighting"] + (
             ["directions"] if name == "vmf" else []
         )
         strategy = directions or "accumulate"
@@ -128,7 +130,7 @@ def create_loss(
     """Build loss `name` for num_classes classes of embed_dim-dimensional embeddings.
 
     Names: vmf (options kappa, directions, learn_kappa, class_kappa, angular_margin, subcentres (with
-    global) and the strategy's options, e.g. momentum, init), vmf_global / vmf_accumulate / vmf_ema / vmf_learned (the same with the
+    global), weighting and the strategy's options, e.g. momentum, init), vmf_global / vmf_accumulate / vmf_ema / vmf_learned (the same with the
     strategy fixed), softmax, triplet, contrastive, lifted_structure, npair, multi_similarity,
     proxy_nca, proxy_anchor, normalized_softmax, arcface, cosface, cider. Unknown names or options raise
     a ValueError that lists the valid ones. The result follows `MetricLoss`.

@@ -24,11 +24,14 @@ from .base import (
 )
 from .functional import (
     arc_margin,
+    proxy_anchor_of_cosines,
     vmf_logits_unchecked,
     vmf_mixture_logits_of_cosines,
     vmf_mixture_logits_unchecked,
     vmf_subcentre_logits,
 )
+
+WEIGHTINGS = ("softmax", "proxy-anchor")
 
 # NonFiniteEmbeddings lives in .base, shared by every loss; named here too, where it began.
 __all__ = ["NonFiniteEmbeddings", "VMFLoss"]
@@ -68,6 +71,12 @@ class VMFLoss(BaseLoss):
             of every refresh (`directions.subcentres.estimate_subcentres`). Needs directions
             "global"; until the first estimate every sub-centre is the class's mean direction.
             1 (the paper): one mean direction.
+        weighting: how the training loss weighs the batch against the mean directions:
+            "softmax" (the paper: cross-entropy of the logits) or "proxy-anchor" (Proxy-Anchor's
+            loss with the mean directions as its anchors, `proxy_anchor_of_cosines`: each
+            direction pulls its hardest members and pushes the hardest others, scale 32, margin
+            0.1; the posterior, `logits`, stays kappa mu . x). Needs one direction per class,
+            one fixed kappa and no margin.
         **direction_opts: options of the named strategy (e.g. momentum, init_seed).
 
     Example:
@@ -93,9 +102,28 @@ class VMFLoss(BaseLoss):
         class_kappa: float = 0.0,
         angular_margin: float = 0.0,
         subcentres: int = 1,
+        weighting: str = "softmax",
         **direction_opts: Any,
     ) -> None:
         super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        if weighting != "softmax":
+            clashes = [
+                name
+                for name, clash in (
+                    ("learn_kappa", learn_kappa),
+                    ("class_kappa", class_kappa > 0),
+                    ("angular_margin", angular_margin > 0),
+                    ("subcentres", subcentres > 1),
+                )
+                if clash
+            ]
+            if clashes:
+                raise ValueError(
+                    f"weighting {weighting!r} does not combine with {', '.join(clashes)}: its "
+                    "loss has no kappa, and one direction per class"
+                )
         kappa = float(kappa)
         if not 0.0 <= class_kappa <= 1.0:
             raise ValueError(f"class_kappa must lie in [0, 1], got {class_kappa}")
@@ -145,6 +173,7 @@ class VMFLoss(BaseLoss):
         self.class_kappa = float(class_kappa)
         self.angular_margin = margin
         self.subcentres = subcentres
+        self.weighting = weighting
         if subcentres > 1:
             if not isinstance(self.directions, GlobalDirections):
                 raise ValueError(
@@ -220,7 +249,11 @@ class VMFLoss(BaseLoss):
         labels = check_batch(embeddings, labels, self.embed_dim, self.num_classes)
         x = _unit(embeddings)
         bad = unusable_rows(embeddings, directional=True)
-        loss = F.cross_entropy(self._logits(x, labels), labels)
+        if self.weighting == "proxy-anchor":
+            mu = self.directions.directions().to(x.dtype)
+            loss = proxy_anchor_of_cosines(x @ mu.t(), labels)
+        else:
+            loss = F.cross_entropy(self._logits(x, labels), labels)
         if self.training:
             # A batch with a bad row is handed over as NaN rows only, which the strategies skip:
             # nothing of a refused batch is taken in, and every process of a run still calls its

@@ -22,6 +22,7 @@ import yaml
 from vmfml.configs import resolve_config
 from vmfml.losses import canonical_loss, has_period
 from vmfml.losses import loss_options as loss_option_names
+from vmfml.losses.vmf import WEIGHTINGS
 from vmfml.models.inference import PRECISIONS
 from vmfml.train.length import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_STEPS
 
@@ -43,6 +44,7 @@ LOSS_KEYS = {
     "class_kappa": "class_kappa",
     "vmf_margin": "angular_margin",
     "vmf_subcentres": "subcentres",
+    "vmf_weighting": "weighting",
     "ema_momentum": "momentum",
     "global_init": "init",
 }
@@ -166,6 +168,14 @@ class TrainConfig:
             "help": "mean directions per class (--directions global): each class a mixture of K "
             "vMF components, from spherical k-means within the class over every full pass; "
             "1: one (the paper)"
+        },
+    )
+    vmf_weighting: str = field(
+        default="softmax",
+        metadata={
+            "help": "the vMF training loss: 'softmax' (the paper: cross-entropy over kappa mu . x) "
+            "or 'proxy-anchor' (Proxy-Anchor's hard weighting with the mean directions as anchors; "
+            "the class posterior stays the vMF softmax)"
         },
     )
     global_init: str = field(
@@ -310,6 +320,7 @@ class TrainConfig:
             "augment": ("none", "flip", "flip_crop"),
             "optimizer": ("adamw", "sgd"),
             "global_init": ("data", "random"),
+            "vmf_weighting": WEIGHTINGS,
             "precision": PRECISIONS,
         }
         for key, valid in choices.items():
