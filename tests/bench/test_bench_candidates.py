@@ -56,3 +56,14 @@ def test_bench_dry_run_lists_them(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert all(m in out for m in CANDIDATES) and "3 runs, 0 done" in out
     assert main([*args, "--methods", "vmf-margins", "--results", str(tmp_path)]) == 2
     assert "unknown method(s) vmf-margins; valid methods: " in capsys.readouterr().err
+
+
+def test_backbones_limit_the_retrieval_runs_to_those_named() -> None:
+    profile = get_profile("converged")
+    specs = plan(profile, ["retrieval"], methods=CANDIDATES, backbones=["small_cnn"])
+    assert {s.phase for s in specs} == {"retrieval/small_cnn"}
+    assert len(specs) == 3 * len(CANDIDATES)
+    everything = plan(profile, ["retrieval"], methods=CANDIDATES)
+    assert [s.run_id for s in everything[: len(specs)]] == [s.run_id for s in specs]
+    with pytest.raises(ValueError, match="unknown backbone.*resnet; valid backbones: small_cnn"):
+        plan(profile, ["retrieval"], backbones=["resnet"])

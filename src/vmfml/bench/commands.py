@@ -3,6 +3,7 @@
 vmfml bench --profile quick|cpu|full [--experiments classification,retrieval,ablations]
             [--seeds 3] [--results DIR (default runs/bench)] [--device auto] [--max-runs N] [--jobs N]
             [--time-budget SECONDS] [--methods vmf-margin,vmf-subcentre]
+            [--backbones small_cnn,efficientnet_lite0_frozen_bn]
 vmfml bench report --results DIR
 vmfml bench report --update BENCHMARKS.md   (remake the file's generated tables from the records)
 """
@@ -45,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated methods that replace those of the profile's classification and "
         f"retrieval tables (tuning runs and ablations unchanged): {', '.join(METHODS)} "
         "(default: the profile's)",
+    )
+    parser.add_argument(
+        "--backbones",
+        default=None,
+        help="comma-separated backbones of the retrieval experiment to plan (default: all of "
+        "the profile's; a choice another backbone's records make is still read from them)",
     )
     parser.add_argument(
         "--seeds", type=int, default=None, help="seeds per method (default: the profile's)"
@@ -149,14 +156,21 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(f"wrote {p}" for p in paths))
         return 0
 
-    from vmfml.bench.profiles import get_profile, parse_experiments, parse_methods, plan
+    from vmfml.bench.profiles import (
+        get_profile,
+        parse_backbones,
+        parse_experiments,
+        parse_methods,
+        plan,
+    )
     from vmfml.bench.runner import finished_ids, read_records, run_benchmark
     from vmfml.bench.selection import choices_report
 
     profile = get_profile(args.profile)
     experiments = parse_experiments(args.experiments)
     methods = None if args.methods is None else parse_methods(args.methods)
-    specs = plan(profile, experiments, args.seeds, read_records(results), methods)
+    backbones = None if args.backbones is None else parse_backbones(profile, args.backbones)
+    specs = plan(profile, experiments, args.seeds, read_records(results), methods, backbones)
     for line in choices_report(profile, read_records(results)):
         print(f"chosen on validation: {line}")
     if args.dry_run:
@@ -198,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         for message in summary.error_messages:
             print(f"  failed: {message}")
         records = read_records(results)
-        replanned = plan(profile, experiments, args.seeds, records, methods)
+        replanned = plan(profile, experiments, args.seeds, records, methods, backbones)
         known = {s.run_id for s in specs}
         if args.max_runs is not None or all(s.run_id in known for s in replanned):
             break

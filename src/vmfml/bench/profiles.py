@@ -515,6 +515,11 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     return _parse_names(text, METHODS, "method")
 
 
+def parse_backbones(profile: Profile, text: str | Sequence[str]) -> tuple[str, ...]:
+    """ "small_cnn" -> ("small_cnn",): names of `profile`'s backbones; unknown names refused."""
+    return _parse_names(text, [b.name for b in profile.backbones], "backbone")
+
+
 def _parse_names(text: str | Sequence[str], valid: Collection[str], what: str) -> tuple[str, ...]:
     """Comma-separated (or listed) names of `what`, each one of `valid`, in order, once each."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
@@ -541,6 +546,7 @@ def plan(
     seeds: int | None = None,
     records: Sequence[Mapping[str, Any]] = (),
     methods: Sequence[str] | None = None,
+    backbones: Sequence[str] | None = None,
 ) -> list[RunSpec]:
     """The runs of `profile`, most important first.
 
@@ -561,6 +567,8 @@ def plan(
             tables (each backbone's, and the best methods another table adds), e.g. to run
             methods in no profile under a profile's budgets and protocol; the tuning runs and
             the ablations stay as they are.
+        backbones: names of the profile's backbones whose retrieval runs to plan (default:
+            all); the ablations stay as they are.
     """
     methods = None if methods is None else parse_methods(list(methods))
     chosen = set(parse_experiments(list(experiments)))
@@ -585,7 +593,10 @@ def plan(
                         )
                     )
     if "retrieval" in chosen:
+        names = None if backbones is None else parse_backbones(profile, list(backbones))
         for backbone in profile.backbones:
+            if names is not None and backbone.name not in names:
+                continue
             specs += _retrieval_specs(profile, backbone, seeds, records, methods)
     if "ablations" in chosen:
         specs += _ablation_specs(profile, min(seeds, profile.ablation_seeds))
