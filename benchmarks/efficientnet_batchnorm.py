@@ -17,12 +17,11 @@ tree had uncommitted changes, and the machine; BENCHMARKS.md's BatchNorm table i
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
-from efficientnet_input_size import RECORD, untrained
+from efficientnet_input_size import RECORD, add_record_argument, untrained, write_record
 
-from vmfml.bench.runner import append_script_record, script_provenance
+from vmfml.bench.runner import script_provenance
 from vmfml.models import EmbeddingModel
 from vmfml.models.inference import model_inputs
 from vmfml.train.batches import train_batches
@@ -60,11 +59,7 @@ def reestimate_batchnorm(data: DataSplit, model: EmbeddingModel) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--record",
-        default=str(RECORD),
-        help=f"JSONL file the figures are appended to (default {RECORD}; '' for none)",
-    )
+    add_record_argument(parser, "the figures")
     args = parser.parse_args()
     provenance = script_provenance(args.record or RECORD)
     config, data, model = untrained(64)
@@ -78,22 +73,15 @@ def main() -> None:
         ("train_epoch", "statistics of 1 epoch", after),
     ):
         print(f"| {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in KEYS) + " |", flush=True)
-        if args.record:
-            append_script_record(
-                args.record,
-                {
-                    "kind": "batchnorm",
-                    "script": "benchmarks/efficientnet_batchnorm.py",
-                    "argv": sys.argv[1:],
-                    "model": "efficientnet_lite0",
-                    "image_size": 64,
-                    "split_seed": 0,
-                    "seed": config.seed,
-                    "statistics": statistics,
-                    "metrics": {k: float(v) for k, v in m.items() if isinstance(v, int | float)},
-                },
-                provenance,
-            )
+        write_record(
+            args.record,
+            provenance,
+            m,
+            kind="batchnorm",
+            size=64,
+            seed=config.seed,
+            statistics=statistics,
+        )
 
 
 if __name__ == "__main__":

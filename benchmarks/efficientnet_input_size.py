@@ -99,6 +99,42 @@ def test_figures(size: int, seed: int) -> dict[str, Any]:
     return {**metrics, "val_recall@1": validation(data, model)["val_recall@1"]}
 
 
+def add_record_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--record",
+        default=str(RECORD),
+        help=f"JSONL file {what} are appended to (default {RECORD}; '' for none)",
+    )
+
+
+def write_record(
+    path: str,
+    provenance: dict[str, Any],
+    metrics: dict[str, Any],
+    *,
+    kind: str,
+    size: int,
+    seed: int,
+    **fields: Any,
+) -> None:
+    """Append one reference record (EfficientNet-Lite0, split seed 0) of this script's run to
+    `path` ('' writes nothing); `metrics`' numbers are kept, as floats."""
+    if not path:
+        return
+    record = {
+        "kind": kind,
+        "script": f"benchmarks/{Path(sys.argv[0]).name}",
+        "argv": sys.argv[1:],
+        "model": "efficientnet_lite0",
+        "image_size": size,
+        "split_seed": 0,
+        "seed": seed,
+        **fields,
+        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+    }
+    append_script_record(path, record, provenance)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[32, 48, 64, 96])
@@ -106,11 +142,7 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="the head's start, for --test-size"
     )
-    parser.add_argument(
-        "--record",
-        default=str(RECORD),
-        help=f"JSONL file the test figures are appended to (default {RECORD}; '' for none)",
-    )
+    add_record_argument(parser, "the test figures")
     args = parser.parse_args()
     provenance = script_provenance(args.record or RECORD)
     print("| input px | val R@1 | val MAP@R | inference images/s |")
@@ -130,23 +162,9 @@ def main() -> None:
         rows = []
         for seed in args.seeds:
             m = test_figures(args.test_size, seed)
-            if args.record:
-                append_script_record(
-                    args.record,
-                    {
-                        "kind": "untrained",
-                        "script": "benchmarks/efficientnet_input_size.py",
-                        "argv": sys.argv[1:],
-                        "model": "efficientnet_lite0",
-                        "image_size": args.test_size,
-                        "split_seed": 0,
-                        "seed": seed,
-                        "metrics": {
-                            k: float(v) for k, v in m.items() if isinstance(v, int | float)
-                        },
-                    },
-                    provenance,
-                )
+            write_record(
+                args.record, provenance, m, kind="untrained", size=args.test_size, seed=seed
+            )
             rows.append([100 * m[k] for k in keys])
             print(f"| {seed} | " + " | ".join(f"{v:.1f}" for v in rows[-1]) + " |", flush=True)
         if len(rows) > 1:

@@ -29,9 +29,10 @@ import platform
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -77,6 +78,8 @@ from vmfml.train.validation import EarlyStopping, validate, validation_rank
 SMALL_CNN_DEFAULT_MAX_SIZE = 64
 # Images per forward pass of the full pass and the evaluation (no gradients: larger than training).
 EVAL_BATCH = 512
+
+_T = TypeVar("_T")
 
 
 class TrainingDiverged(RuntimeError):
@@ -248,23 +251,23 @@ class FullPass:
     last: tuple[int, Tensor, Tensor] | None = None
 
     def __call__(self) -> tuple[Tensor, Tensor]:
-        sums, counts = class_sums_of(
-            self.model,
-            self.data.train,
-            dict(self.model.preprocessing),
-            self.device,
-            EVAL_BATCH,
-            self.config.num_workers,
-            self.config.progress,
-            precision=self.precision,
-        )
+        sums, counts = self._over_training_set(class_sums_of)
         self.last = (self.step, sums, counts)
         return sums, counts
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Unit embeddings [N, D] (CPU) and labels [N] of the whole training set, on every
         process; their class sums become the last result, as a call's would."""
-        features, labels = embed_dataset(
+        features, labels = self._over_training_set(embed_dataset, desc="full pass")
+        x = F.normalize(features.to(torch.float64), dim=1)
+        sums, counts = class_sums(x, labels, len(self.data.train.class_names))
+        self.last = (self.step, sums.to(self.device), counts.to(self.device))
+        return x, labels
+
+    def _over_training_set(self, run: Callable[..., _T], **options: Any) -> _T:
+        """`run` (class_sums_of or embed_dataset) over the training set with this pass's
+        network, device, batch size, loader workers, progress bar and precision."""
+        return run(
             self.model,
             self.data.train,
             dict(self.model.preprocessing),
@@ -272,13 +275,9 @@ class FullPass:
             EVAL_BATCH,
             self.config.num_workers,
             self.config.progress,
-            desc="full pass",
             precision=self.precision,
+            **options,
         )
-        x = F.normalize(features.to(torch.float64), dim=1)
-        sums, counts = class_sums(x, labels, len(self.data.train.class_names))
-        self.last = (self.step, sums.to(self.device), counts.to(self.device))
-        return x, labels
 
     def sums_at(self, step: int) -> tuple[Tensor, Tensor] | None:
         """The last result if it was computed after step `step`, else None."""
