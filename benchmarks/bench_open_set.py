@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vmfml.bench.stats import verdict
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "benchmarks" / "results" / "open-set" / "records.jsonl"
 WORK = ROOT / "runs" / "bench-open-set"
@@ -116,22 +118,6 @@ def run(seeds: list[int], only: list[str] | None) -> None:
                 + ", ".join(f"{s} {os_report[s]['auroc']:.4f}" for s in SCORES),
                 flush=True,
             )
-
-
-def verdict(diffs: list[float]) -> str:
-    """The benchmark's rule: 'beats' when ahead on every paired seed and the mean difference
-    exceeds twice its standard error; 'trails' the mirror; 'level' otherwise."""
-    n = len(diffs)
-    if n < 2:
-        return "level"
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    se = sd / math.sqrt(n)
-    if all(d > 0 for d in diffs) and mean > 2 * se:
-        return "beats"
-    if all(d < 0 for d in diffs) and -mean > 2 * se:
-        return "trails"
-    return "level"
 
 
 def report() -> str:
