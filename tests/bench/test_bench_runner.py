@@ -346,3 +346,39 @@ def test_a_script_record_carries_the_provenance_of_its_start(tmp_path: Path) -> 
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["kind"], r["seed"]) for r in lines] == [("untrained", 0), ("untrained", 1)]
     assert all(r["git_commit"] == provenance["git_commit"] and "finished_at" in r for r in lines)
+
+
+def test_rerun_dirty_makes_again_only_the_runs_of_dirty_trees_and_they_replace_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vmfml.bench import runner
+    from vmfml.bench.report import latest_records
+
+    specs = [spec("vmf", 0), spec("vmf", 1), spec("softmax", 0)]
+    monkeypatch.setattr(runner, "git_commit", lambda ignore=None: ("a" * 40, True))
+    run(specs[:2], tmp_path)  # made on a tree with uncommitted changes
+    monkeypatch.setattr(runner, "git_commit", lambda ignore=None: ("b" * 40, False))
+    run(specs[2:], tmp_path)
+    [old] = [r for r in read_records(tmp_path) if r["seed"] == 1]
+    # Its stored id was hashed before a key existed: the rerun must still replace it.
+    lines = [json.loads(line) for line in results_path(tmp_path).read_text().splitlines()]
+    for line in lines:
+        if line["seed"] == 1:
+            del line["settings"]["global_init"]
+            line["run_id"] = "0123456789abcdef"
+    results_path(tmp_path).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    assert run(specs, tmp_path).skipped_done == 3  # type: ignore[attr-defined]
+    summary = run(specs, tmp_path, rerun_dirty=True)
+    assert (summary.skipped_done, summary.finished) == (1, 2)  # type: ignore[attr-defined]
+    rerun = [r for r in read_records(tmp_path) if r.get("replaces")]
+    assert [r["replaces"] for r in rerun] == [specs[0].run_id, "0123456789abcdef"]
+    latest = latest_records(read_records(tmp_path))
+    assert len(latest) == 3 and not any(r["git_dirty"] for r in latest)
+    assert {r["git_commit"] for r in latest} == {"b" * 40}
+    assert [r for r in latest if r["seed"] == 1][0]["metrics"] == old["metrics"]
+    assert run(specs, tmp_path, rerun_dirty=True).skipped_done == 3  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(runner, "git_commit", lambda ignore=None: ("c" * 40, True))
+    with pytest.raises(ValueError, match="uncommitted changes"):
+        run(specs, tmp_path, rerun_dirty=True)

@@ -3,7 +3,7 @@
 vmfml bench --profile quick|cpu|full [--experiments classification,retrieval,ablations]
             [--seeds 3] [--results DIR (default runs/bench)] [--device auto] [--max-runs N] [--jobs N]
             [--time-budget SECONDS] [--methods vmf-margin,vmf-subcentre]
-            [--backbones small_cnn,efficientnet_lite0_frozen_bn]
+            [--backbones small_cnn,efficientnet_lite0_frozen_bn] [--rerun-dirty]
 vmfml bench report --results DIR
 vmfml bench report --update BENCHMARKS.md   (remake the file's generated tables from the records)
 """
@@ -97,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep-checkpoints", action="store_true", help="keep every run's checkpoint.pt"
     )
     parser.add_argument(
+        "--rerun-dirty",
+        action="store_true",
+        help="run again the finished runs whose records were made on a source tree with "
+        "uncommitted changes (git_dirty); the new records replace them in the report. Needs a "
+        "clean tree",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="list the runs the plan holds and which are done; train nothing",
@@ -163,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         parse_methods,
         plan,
     )
-    from vmfml.bench.runner import finished_ids, read_records, run_benchmark
+    from vmfml.bench.runner import finished_records, read_records, run_benchmark
     from vmfml.bench.selection import choices_report
 
     profile = get_profile(args.profile)
@@ -174,7 +181,11 @@ def run(args: argparse.Namespace) -> int:
     for line in choices_report(profile, read_records(results)):
         print(f"chosen on validation: {line}")
     if args.dry_run:
-        done = finished_ids(results)
+        done = {
+            i
+            for i, r in finished_records(results).items()
+            if not (args.rerun_dirty and r.get("git_dirty") is True)
+        }
         for spec in specs:
             cells = ", ".join(f"{g.experiment} {g.setting}" for g in spec.groups)
             print(
@@ -202,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
             max_runs=args.max_runs,
             keep_checkpoints=args.keep_checkpoints,
             progress=args.progress,
+            rerun_dirty=args.rerun_dirty,
         )
         failed += summary.errors
         print(

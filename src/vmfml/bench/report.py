@@ -31,7 +31,7 @@ from vmfml.bench.plots import (
     plot_validation_curves,
 )
 from vmfml.bench.profiles import ABLATIONS, PROFILES
-from vmfml.bench.runner import read_records
+from vmfml.bench.runner import FINAL_STATUSES, read_records
 from vmfml.bench.selection import value_label
 from vmfml.bench.stats import (
     VERDICT_RULE,
@@ -78,10 +78,15 @@ _EXPERIMENT_TITLES = {
 
 
 def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The last record of each run id (a retried run replaces its failed attempt)."""
+    """The last record of each run id: a retried run replaces its failed attempt, and a run made
+    again at a clean commit (`vmfml bench --rerun-dirty`) the record it names in `replaces`
+    (made on a tree with uncommitted changes, its id hashed from the config of its day) once
+    the rerun has finished (a failed rerun leaves it in place)."""
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
         latest.pop(record["run_id"], None)
+        if record.get("replaces") and record.get("status") in FINAL_STATUSES:
+            latest.pop(record["replaces"], None)
         latest[record["run_id"]] = record
     return list(latest.values())
 

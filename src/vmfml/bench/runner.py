@@ -110,11 +110,6 @@ def finished_records(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def finished_ids(results_dir: str | Path) -> set[str]:
-    """Ids of runs with a final status: they are not run again."""
-    return set(finished_records(results_dir))
-
-
 def current_id(record: dict[str, Any]) -> str:
     """The id a record's settings have under today's config (its stored id if they no longer parse)."""
     from vmfml.bench.profiles import run_id
@@ -351,6 +346,7 @@ def run_benchmark(
     keep_checkpoints: bool = False,
     progress: bool = True,
     train_fn: str = DEFAULT_TRAIN_FN,
+    rerun_dirty: bool = False,
 ) -> BenchSummary:
     """Run the specs not yet finished in `results_dir`, appending one record per run.
 
@@ -368,6 +364,9 @@ def run_benchmark(
         keep_checkpoints: keep each run's checkpoint.pt (deleted by default: they are large).
         progress: a progress bar over the runs, with an ETA.
         train_fn: "module:function" with the signature of `vmfml.train.loop.train`.
+        rerun_dirty: run again every finished run whose record was made on a source tree with
+            uncommitted changes (`git_dirty`); the new record replaces it in reports. Refused
+            when this tree has uncommitted changes itself (outside `results_dir`).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1; got {jobs}")
@@ -379,14 +378,26 @@ def run_benchmark(
     check_results_dir(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(work_dir) if work_dir is not None else results_dir / "runs"
+    commit, dirty = git_commit(ignore=results_dir)
+    if rerun_dirty and dirty:
+        raise ValueError(
+            "--rerun-dirty on a source tree with uncommitted changes would only make more runs "
+            "that cannot be traced to a commit: commit (or stash) the changes first, or run "
+            "from a clean worktree (`git worktree add --detach DIR`)"
+        )
     finished = finished_records(results_dir)
+    # A rerun names the record it replaces: the old record's stored id was hashed from the
+    # config of its day, which may differ from the id its settings have now.
+    replaces: dict[str, str] = {}
+    if rerun_dirty:
+        replaces = {i: r["run_id"] for i, r in finished.items() if r.get("git_dirty") is True}
+        finished = {i: r for i, r in finished.items() if i not in replaces}
     add_cells(results_dir, finished, specs)
     todo = [s for s in specs if s.run_id not in finished]
     summary = BenchSummary(planned=len(specs), skipped_done=len(specs) - len(todo))
     if max_runs is not None:
         summary.not_started += max(0, len(todo) - max_runs)
         todo = todo[:max_runs]
-    commit, dirty = git_commit(ignore=results_dir)
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
 
     def task_of(spec: RunSpec) -> dict[str, Any]:
@@ -408,6 +419,7 @@ def run_benchmark(
             "keep_checkpoint": keep_checkpoints,
             "git_commit": commit,
             "git_dirty": dirty,
+            "replaces": replaces.get(spec.run_id),
         }
 
     from tqdm.auto import tqdm
@@ -574,6 +586,7 @@ def _failed_record(task: dict[str, Any]) -> dict[str, Any]:
         "git_commit": task["git_commit"],
         "git_dirty": task["git_dirty"],
         "wall_seconds": 0.0,
+        **({"replaces": task["replaces"]} if task.get("replaces") else {}),
     }
 
 
