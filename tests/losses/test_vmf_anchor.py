@@ -91,3 +91,9 @@ def test_the_flag_is_checked_and_reaches_only_the_vmf_loss() -> None:
         load_config(None, {"vmf_weighting": "hard"})
     with pytest.raises(ValueError, match="--vmf-weighting does not apply to --loss triplet"):
         load_config(None, {"loss": "triplet", "vmf_weighting": "proxy-anchor"})
+    # A clash is named by the flags the user typed, before any loss is built.
+    with pytest.raises(
+        ValueError,
+        match="--vmf-weighting proxy-anchor does not combine with --learn-kappa, --vmf-margin",
+    ):
+        load_config(None, {"vmf_weighting": "proxy-anchor", "learn_kappa": True, "vmf_margin": 0.2})

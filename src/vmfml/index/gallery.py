@@ -261,15 +261,7 @@ class Gallery:
         for clause in clauses:
             mask = self._masks.get(clause)
             if mask is None:
-                index = self._index
-                mask = np.fromiter(
-                    (
-                        clause.matches(p, lab, m)
-                        for p, lab, m in zip(index._paths, index._labels, index._metas, strict=True)
-                    ),
-                    dtype=bool,
-                    count=len(index),
-                )
+                mask = self._index.mask(clause)
                 self._masks[clause] = mask
                 while len(self._masks) > MAX_CACHED_MASKS:
                     self._masks.popitem(last=False)  # the least recently used

@@ -47,6 +47,8 @@ import torch
 
 from vmfml.files import atomic_folder, file_digest, temp_entries
 from vmfml.heap import release_memory
+from vmfml.index.columns import LabelColumn, MetaColumn, TextColumn, clause_mask
+from vmfml.index.where import Clause
 
 FORMAT = "vmfml-index"
 VERSION = 2
@@ -72,16 +74,16 @@ class Items(Sequence[dict[str, Any]]):
     """Items in row order, a read-only list of `{"id", "path", "label", "meta"}` dicts built on
     access (`meta`: the item's own metadata, {} where none).
 
-    Ids, paths, labels and metadata are stored as plain columns: a million dicts would cost far
-    more memory than the index itself.
+    Ids, paths, labels and metadata are stored as packed columns (`vmfml.index.columns`): a
+    million dicts would cost far more memory than the index itself.
     """
 
     def __init__(
         self,
-        paths: list[str | None],
-        labels: list[str | None],
+        paths: Sequence[str | None],
+        labels: Sequence[str | None],
         ids: np.ndarray | None = None,
-        metas: list[dict[str, Any] | None] | None = None,
+        metas: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
         self._paths = paths
         self._labels = labels
@@ -116,11 +118,11 @@ class Items(Sequence[dict[str, Any]]):
         return (self[i] for i in range(len(self)))
 
     @property
-    def paths(self) -> list[str | None]:
+    def paths(self) -> Sequence[str | None]:
         return self._paths
 
     @property
-    def labels(self) -> list[str | None]:
+    def labels(self) -> Sequence[str | None]:
         return self._labels
 
 
@@ -157,11 +159,11 @@ class SearchIndex:
         self.meta: dict[str, Any] = dict(meta or {})
         self.options: dict[str, Any] = dict(options or {})
         n = faiss_index.ntotal
-        self._paths: list[str | None] = [None] * n
-        self._labels: list[str | None] = [None] * n
-        self._metas: list[dict[str, Any] | None] = [None] * n
+        # Packed columns (`vmfml.index.columns`): a few bytes an item, not a Python object each.
+        self._paths = TextColumn.nulls(n)
+        self._labels = LabelColumn.nulls(n)
+        self._metas = MetaColumn.nulls(n)
         self._ids = np.arange(n, dtype=np.int64)
-        self._label_pool: dict[str, str] = {}
         self.next_id = n
         # ivfpq: the exact float32 rows: those read from vectors.f32 (a memory map), then the
         # rows added since (in memory).
@@ -337,7 +339,7 @@ class SearchIndex:
         for item in items:
             path, label, meta = item.get("path"), item.get("label"), item.get("meta")
             self._paths.append(None if path is None else str(path))
-            self._labels.append(self._shared_label(label))
+            self._labels.append(label)
             self._metas.append(dict(meta) if meta else None)
         self._ids = np.concatenate([self._ids, new_ids])
         if added:
@@ -454,13 +456,10 @@ class SearchIndex:
         out[~on_disk] = self._added[rows[~on_disk] - n_stored]
         return out
 
-    def _shared_label(self, label: Any) -> str | None:
-        """One string object per distinct label: a gallery of many items in few classes keeps
-        a pointer per item, not a copy of its class name (about 50 bytes an item)."""
-        if label is None:
-            return None
-        text = str(label)
-        return self._label_pool.setdefault(text, text)
+    def mask(self, clause: Clause) -> np.ndarray:
+        """The rows whose item passes one filter clause (a bool array over the rows), computed
+        over the packed columns without a Python loop for label and path clauses."""
+        return clause_mask(clause, self._paths, self._labels, self._metas)
 
     def row_of(self, item_id: int) -> int | None:
         """The row holding item `item_id`, None if no row does."""
@@ -570,9 +569,9 @@ class SearchIndex:
                 json.dumps(
                     {
                         "ids": self.ids.tolist(),
-                        "paths": self._paths,
-                        "labels": self._labels,
-                        "metas": self._metas,
+                        "paths": self._paths.tolist(),
+                        "labels": self._labels.tolist(),
+                        "metas": self._metas.tolist(),
                     }
                 )
             )
@@ -658,14 +657,14 @@ class SearchIndex:
         options = dict(meta.get("options", {}))
         own = {k: meta[k] for k in meta if k not in RESERVED_META}
         index = cls(faiss_index, kind, own, options)
-        index._paths, index._metas = list(paths), list(metas)
-        index._labels = [index._shared_label(label) for label in labels]
+        index._paths, index._metas = TextColumn(paths), MetaColumn(metas)
+        index._labels = LabelColumn(labels)
         index._ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if np.any(np.diff(index.ids) <= 0):
             raise ValueError(f"{directory}/items.json: item ids do not rise")
         index.next_id = int(meta.get("next_id", len(paths)))
         del stored, paths, labels, ids, metas
-        release_memory()  # the parsed items.json's text and objects: measured 56 B an item at 1M
+        release_memory()  # the parsed items.json's text and objects, now held by no one
         if kind == "ivfpq":
             index._stored = _map_vectors(directory / VECTORS_FILE, len(index), faiss_index.d)
         index.set_search_params(

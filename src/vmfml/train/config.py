@@ -415,6 +415,18 @@ class TrainConfig:
                 f" --directions {self.directions}" if self.loss == "vmf" else ""
             )
             raise ValueError(f"{flags} does not apply to {what}: leave it out or change the loss")
+        if self.vmf_weighting != "softmax":
+            clashes = [
+                key
+                for key in ("learn_kappa", "class_kappa", "vmf_margin", "vmf_subcentres")
+                if LOSS_KEYS[key] in options
+            ]
+            if clashes:
+                flags = ", ".join("--" + key.replace("_", "-") for key in clashes)
+                raise ValueError(
+                    f"--vmf-weighting {self.vmf_weighting} does not combine with {flags}: its "
+                    "loss has no kappa, and one direction per class"
+                )
 
     @property
     def starts_pretrained(self) -> bool:
