@@ -79,6 +79,8 @@ RULES: dict[str, tuple[Callable[[dict[str, Any]], tuple[float, ...]], bool]] = {
     "score, then MAP@R": (lambda r: (r["val_score"], r["val_map@r"]), False),
     "MAP@R alone": (lambda r: (r["val_map@r"],), False),
 }
+# The rule vmfml adopted (`validation_rank` in train/validation.py).
+ADOPTED = "score, then MAP@R"
 
 
 def replay(
@@ -133,6 +135,7 @@ def replay_results(path: Path) -> None:
     rows = [r for r in rows if r.get("status") == "ok" and r.get("history")]
     old_key, _ = RULES["score, earliest of a tie (old)"]
     changed: dict[str, list[str]] = {name: [] for name in RULES}
+    stale: list[str] = []
     for row in rows:
         history = [r for r in row["history"] if "val_score" in r]
         before = row["metrics"].get("before_training")
@@ -144,7 +147,13 @@ def replay_results(path: Path) -> None:
             continue
         epochs, patience = settings["epochs"], settings.get("patience", PATIENCE)
         old = replay(history, epochs, old_key, False, patience)[0]
-        assert old == row["metrics"]["kept"]["epoch"], (row["method"], row["seed"], old)
+        kept = row["metrics"]["kept"]["epoch"]
+        adopted = replay(history, epochs, *RULES[ADOPTED], patience)[0]
+        assert kept in (old, adopted), (row["method"], row["seed"], kept, old, adopted)
+        if kept != adopted:  # made under the old rule, which kept another epoch
+            stale.append(f"{row['run_id']} {row['phase']} {row['method']} seed {row['seed']}")
+        if kept != old:
+            continue  # made under the adopted rule: its kept epoch is already the new one
         for name, (key, later) in RULES.items():
             new = replay(history, epochs, key, later, patience)[0]
             if new != old:
@@ -155,6 +164,10 @@ def replay_results(path: Path) -> None:
     for name, runs in changed.items():
         listed = "".join(f"\n  {r}" for r in runs[:10]) + ("\n  ..." if len(runs) > 10 else "")
         print(f"{name}: {len(runs)} kept epochs change{listed}")
+    print(
+        f"records whose kept epoch the adopted rule ({ADOPTED}) changes, to be made again "
+        f"(`vmfml bench --rerun ID,...`): {len(stale)}" + "".join(f"\n  {r}" for r in stale)
+    )
 
 
 def main() -> None:

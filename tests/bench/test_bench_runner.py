@@ -382,3 +382,27 @@ def test_rerun_dirty_makes_again_only_the_runs_of_dirty_trees_and_they_replace_t
     monkeypatch.setattr(runner, "git_commit", lambda ignore=None: ("c" * 40, True))
     with pytest.raises(ValueError, match="uncommitted changes"):
         run(specs, tmp_path, rerun_dirty=True)
+
+
+def test_rerun_ids_makes_named_runs_again_once_per_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vmfml.bench import runner
+    from vmfml.bench.report import latest_records
+
+    specs = [spec("vmf", 0), spec("vmf", 1)]
+    monkeypatch.setattr(runner, "git_commit", lambda ignore=None: ("a" * 40, False))
+    run(specs, tmp_path)
+    with pytest.raises(ValueError, match="no finished run has the id"):
+        run(specs, tmp_path, rerun_ids=["feedfacefeedface"])
+    # Made by this very code already: nothing to do.
+    assert run(specs, tmp_path, rerun_ids=[specs[1].run_id]).finished == 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(runner, "git_commit", lambda ignore=None: ("b" * 40, False))
+    summary = run(specs, tmp_path, rerun_ids=[specs[1].run_id])
+    assert (summary.skipped_done, summary.finished) == (1, 1)  # type: ignore[attr-defined]
+    assert run(specs, tmp_path, rerun_ids=[specs[1].run_id]).finished == 0  # type: ignore[attr-defined]
+    latest = latest_records(read_records(tmp_path))
+    assert sorted((r["seed"], r["git_commit"][0]) for r in latest) == [(0, "a"), (1, "b")]
+    monkeypatch.setattr(runner, "git_commit", lambda ignore=None: ("c" * 40, None))
+    with pytest.raises(ValueError, match="outside a git checkout"):
+        run(specs, tmp_path, rerun_ids=[specs[1].run_id])

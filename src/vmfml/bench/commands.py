@@ -3,7 +3,7 @@
 vmfml bench --profile quick|cpu|full [--experiments classification,retrieval,ablations]
             [--seeds 3] [--results DIR (default runs/bench)] [--device auto] [--max-runs N] [--jobs N]
             [--time-budget SECONDS] [--methods vmf-margin,vmf-subcentre]
-            [--backbones small_cnn,efficientnet_lite0_frozen_bn] [--rerun-dirty]
+            [--backbones small_cnn,efficientnet_lite0_frozen_bn] [--rerun-dirty] [--rerun IDS]
 vmfml bench report --results DIR
 vmfml bench report --update BENCHMARKS.md   (remake the file's generated tables from the records)
 """
@@ -104,6 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "clean tree",
     )
     parser.add_argument(
+        "--rerun",
+        metavar="IDS",
+        default=None,
+        help="comma-separated ids of finished runs to make again with this code (e.g. runs "
+        "whose outcome a code change moves; --dry-run lists the ids); skipped once a record "
+        "made at this commit exists. Needs a clean tree",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="list the runs the plan holds and which are done; train nothing",
@@ -170,7 +178,13 @@ def run(args: argparse.Namespace) -> int:
         parse_methods,
         plan,
     )
-    from vmfml.bench.runner import finished_records, read_records, run_benchmark
+    from vmfml.bench.runner import (
+        finished_records,
+        git_commit,
+        read_records,
+        rerun_targets,
+        run_benchmark,
+    )
     from vmfml.bench.selection import choices_report
 
     profile = get_profile(args.profile)
@@ -180,12 +194,15 @@ def run(args: argparse.Namespace) -> int:
     specs = plan(profile, experiments, args.seeds, read_records(results), methods, backbones)
     for line in choices_report(profile, read_records(results)):
         print(f"chosen on validation: {line}")
+    rerun_ids = (
+        [] if args.rerun is None else [i.strip() for i in args.rerun.split(",") if i.strip()]
+    )
     if args.dry_run:
-        done = {
-            i
-            for i, r in finished_records(results).items()
-            if not (args.rerun_dirty and r.get("git_dirty") is True)
-        }
+        finished = finished_records(results)
+        again = rerun_targets(
+            finished, git_commit(ignore=results), dirty_runs=args.rerun_dirty, ids=rerun_ids
+        )
+        done = set(finished) - set(again)
         for spec in specs:
             cells = ", ".join(f"{g.experiment} {g.setting}" for g in spec.groups)
             print(
@@ -214,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
             keep_checkpoints=args.keep_checkpoints,
             progress=args.progress,
             rerun_dirty=args.rerun_dirty,
+            rerun_ids=rerun_ids,
         )
         failed += summary.errors
         print(

@@ -31,7 +31,7 @@ import sys
 import time
 import traceback
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,51 @@ def check_results_dir(results_dir: str | Path) -> None:
             f"--results {path} is a file, not a folder: give the folder that holds (or is to "
             "hold) results.jsonl, results.md and the plots"
         )
+
+
+def rerun_targets(
+    finished: dict[str, dict[str, Any]],
+    code: tuple[str, bool | None],
+    *,
+    dirty_runs: bool = False,
+    ids: Collection[str] = (),
+) -> dict[str, str]:
+    """The finished runs to make again, as {id today: the id stored in the record it replaces}.
+
+    Chosen: with `dirty_runs`, every run whose last record was made on a tree with uncommitted
+    changes (`git_dirty`); and the runs named in `ids` (today's id, as `--dry-run` lists it, or
+    the record's stored id), e.g. runs whose outcome a code change moves. A run whose last record
+    was already made by this code (`code`: the commit and whether the tree is dirty) is not made
+    again, so an interrupted rerun resumes where it stopped. A rerun names the record it
+    replaces: the old record's stored id was hashed from the config of its day.
+
+    Raises:
+        ValueError: a rerun asked for on a tree with uncommitted changes (it would only make
+            more runs that cannot be traced to a commit), or an id no finished run has.
+    """
+    commit, dirty = code
+    if not (dirty_runs or ids):
+        return {}
+    if dirty is not False:  # True, or None: not a git checkout
+        raise ValueError(
+            "a rerun on a source tree with uncommitted changes (or outside a git checkout) would "
+            "only make more runs that cannot be traced to a commit: commit (or stash) the changes first, or run from a "
+            "clean worktree (`git worktree add --detach DIR`)"
+        )
+    wanted = set(ids)
+    known = set(finished) | {r["run_id"] for r in finished.values()}
+    if wanted - known:
+        raise ValueError(
+            f"--rerun: no finished run has the id(s) {', '.join(sorted(wanted - known))} "
+            "(`vmfml bench ... --dry-run` lists the plan's ids)"
+        )
+    targets = {}
+    for current, record in finished.items():
+        if record.get("git_commit") == commit and record.get("git_dirty") is False:
+            continue  # made by this very code already
+        if (dirty_runs and record.get("git_dirty") is True) or {current, record["run_id"]} & wanted:
+            targets[current] = str(record["run_id"])
+    return targets
 
 
 def finished_records(results_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -347,6 +392,7 @@ def run_benchmark(
     progress: bool = True,
     train_fn: str = DEFAULT_TRAIN_FN,
     rerun_dirty: bool = False,
+    rerun_ids: Collection[str] = (),
 ) -> BenchSummary:
     """Run the specs not yet finished in `results_dir`, appending one record per run.
 
@@ -364,9 +410,8 @@ def run_benchmark(
         keep_checkpoints: keep each run's checkpoint.pt (deleted by default: they are large).
         progress: a progress bar over the runs, with an ETA.
         train_fn: "module:function" with the signature of `vmfml.train.loop.train`.
-        rerun_dirty: run again every finished run whose record was made on a source tree with
-            uncommitted changes (`git_dirty`); the new record replaces it in reports. Refused
-            when this tree has uncommitted changes itself (outside `results_dir`).
+        rerun_dirty, rerun_ids: finished runs to make again (`rerun_targets`); the new record
+            replaces the old one in reports.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1; got {jobs}")
@@ -379,19 +424,9 @@ def run_benchmark(
     results_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(work_dir) if work_dir is not None else results_dir / "runs"
     commit, dirty = git_commit(ignore=results_dir)
-    if rerun_dirty and dirty:
-        raise ValueError(
-            "--rerun-dirty on a source tree with uncommitted changes would only make more runs "
-            "that cannot be traced to a commit: commit (or stash) the changes first, or run "
-            "from a clean worktree (`git worktree add --detach DIR`)"
-        )
     finished = finished_records(results_dir)
-    # A rerun names the record it replaces: the old record's stored id was hashed from the
-    # config of its day, which may differ from the id its settings have now.
-    replaces: dict[str, str] = {}
-    if rerun_dirty:
-        replaces = {i: r["run_id"] for i, r in finished.items() if r.get("git_dirty") is True}
-        finished = {i: r for i, r in finished.items() if i not in replaces}
+    replaces = rerun_targets(finished, (commit, dirty), dirty_runs=rerun_dirty, ids=rerun_ids)
+    finished = {i: r for i, r in finished.items() if i not in replaces}
     add_cells(results_dir, finished, specs)
     todo = [s for s in specs if s.run_id not in finished]
     summary = BenchSummary(planned=len(specs), skipped_done=len(specs) - len(todo))
