@@ -398,8 +398,12 @@ def test_rerun_ids_makes_named_runs_again_once_per_commit(
     # Made by this very code already: nothing to do.
     assert run(specs, tmp_path, rerun_ids=[specs[1].run_id]).finished == 0  # type: ignore[attr-defined]
     monkeypatch.setattr(runner, "git_commit", lambda ignore=None: ("b" * 40, False))
-    summary = run(specs, tmp_path, rerun_ids=[specs[1].run_id])
+    extra = spec("vmf", 1)
+    extra.groups.append(Group("kappa", "16"))  # the run is also an ablation's default point
+    run([extra], tmp_path)  # recorded again in that cell too, not retrained
+    summary = run(specs, tmp_path, rerun_ids=[specs[1].run_id])  # a plan without the ablation
     assert (summary.skipped_done, summary.finished) == (1, 1)  # type: ignore[attr-defined]
+    assert read_records(tmp_path)[-1]["groups"] == [["classification", "depth=1"], ["kappa", "16"]]
     assert run(specs, tmp_path, rerun_ids=[specs[1].run_id]).finished == 0  # type: ignore[attr-defined]
     latest = latest_records(read_records(tmp_path))
     assert sorted((r["seed"], r["git_commit"][0]) for r in latest) == [(0, "a"), (1, "b")]

@@ -426,6 +426,9 @@ def run_benchmark(
     commit, dirty = git_commit(ignore=results_dir)
     finished = finished_records(results_dir)
     replaces = rerun_targets(finished, (commit, dirty), dirty_runs=rerun_dirty, ids=rerun_ids)
+    # A run made again stays in every table cell its old record was in (a plan of one
+    # experiment does not know the cells of the others: an ablation's default point).
+    old_groups = {i: [list(g) for g in finished[i].get("groups", [])] for i in replaces}
     finished = {i: r for i, r in finished.items() if i not in replaces}
     add_cells(results_dir, finished, specs)
     todo = [s for s in specs if s.run_id not in finished]
@@ -438,11 +441,13 @@ def run_benchmark(
     def task_of(spec: RunSpec) -> dict[str, Any]:
         from vmfml.bench.profiles import canonical_settings
 
+        groups = [list(g) for g in spec.groups]
+        groups += [g for g in old_groups.get(spec.run_id, []) if g not in groups]
         return {
             "run_id": spec.run_id,
             "method": spec.method,
             "seed": spec.seed,
-            "groups": [tuple(g) for g in spec.groups],
+            "groups": [tuple(g) for g in groups],
             "phase": spec.phase,
             "settings": spec.settings,
             "canonical": canonical_settings(spec.settings),
