@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
@@ -37,7 +37,45 @@ def _fresh(text: str) -> str:
     return text.encode("utf-8", _ERRORS).decode("utf-8", _ERRORS)
 
 
-class TextColumn(Sequence[str | None]):
+T = TypeVar("T")
+
+
+class _Column(Sequence[T]):
+    """What every column shares: indexing (ints, negative ints, slices), iteration, extend."""
+
+    def append(self, value: Any) -> None:
+        raise NotImplementedError
+
+    def _item(self, i: int) -> T:
+        raise NotImplementedError
+
+    def extend(self, values: Iterable[Any]) -> None:
+        for value in values:
+            self.append(value)
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[T]: ...
+
+    def __getitem__(self, i: int | slice) -> T | list[T]:
+        if isinstance(i, slice):
+            return [self._item(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        i = int(i)  # numpy integers too
+        if not -n <= i < n:
+            raise IndexError(f"item {i} out of range: the column holds {n} items")
+        return self._item(i % n)
+
+    def __iter__(self) -> Iterator[T]:
+        return (self._item(i) for i in range(len(self)))
+
+    def tolist(self) -> list[T]:
+        return list(self)
+
+
+class TextColumn(_Column[str | None]):
     """Nullable strings, packed: one UTF-8 buffer, an end offset and a null flag per item."""
 
     def __init__(self, values: Iterable[str | None] = ()) -> None:
@@ -67,33 +105,14 @@ class TextColumn(Sequence[str | None]):
         self._null.append(value is None)
         self._n += 1
 
-    def extend(self, values: Iterable[str | None]) -> None:
-        for value in values:
-            self.append(value)
-
     def __len__(self) -> int:
         return self._n
 
-    @overload
-    def __getitem__(self, i: int) -> str | None: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[str | None]: ...
-
-    def __getitem__(self, i: int | slice) -> str | None | list[str | None]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
-        i = _checked(i, self._n)
+    def _item(self, i: int) -> str | None:
         if self._ends is None or self._null is None or self._null[i]:
             return None
         start = self._ends[i - 1] if i else 0
         return self._blob[start : self._ends[i]].decode("utf-8", _ERRORS)
-
-    def __iter__(self) -> Iterator[str | None]:
-        return (self[i] for i in range(self._n))
-
-    def tolist(self) -> list[str | None]:
-        return list(self)
 
     def nbytes(self) -> int:
         """Bytes held by the buffers (not counting Python object headers)."""
@@ -123,7 +142,7 @@ class TextColumn(Sequence[str | None]):
         return out
 
 
-class LabelColumn(Sequence[str | None]):
+class LabelColumn(_Column[str | None]):
     """Class names as a code per item (4 bytes) and one string per distinct name."""
 
     def __init__(self, values: Iterable[str | None] = ()) -> None:
@@ -151,31 +170,12 @@ class LabelColumn(Sequence[str | None]):
             self._code_of[name] = code
         self._codes.append(code)
 
-    def extend(self, values: Iterable[Any]) -> None:
-        for value in values:
-            self.append(value)
-
     def __len__(self) -> int:
         return len(self._codes)
 
-    @overload
-    def __getitem__(self, i: int) -> str | None: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[str | None]: ...
-
-    def __getitem__(self, i: int | slice) -> str | None | list[str | None]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        code = self._codes[_checked(i, len(self._codes))]
+    def _item(self, i: int) -> str | None:
+        code = self._codes[i]
         return None if code < 0 else self._names[code]
-
-    def __iter__(self) -> Iterator[str | None]:
-        names = self._names
-        return (None if code < 0 else names[code] for code in self._codes)
-
-    def tolist(self) -> list[str | None]:
-        return list(self)
 
     @property
     def names(self) -> list[str]:
@@ -191,7 +191,7 @@ class LabelColumn(Sequence[str | None]):
         return np.isin(codes, np.array(wanted, dtype=np.int32))
 
 
-class MetaColumn(Sequence[dict[str, Any] | None]):
+class MetaColumn(_Column[dict[str, Any] | None]):
     """Each item's metadata (a JSON object, or None) as compact JSON text."""
 
     def __init__(self, values: Iterable[dict[str, Any] | None] = ()) -> None:
@@ -208,30 +208,12 @@ class MetaColumn(Sequence[dict[str, Any] | None]):
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value else None
         self._text.append(text)
 
-    def extend(self, values: Iterable[dict[str, Any] | None]) -> None:
-        for value in values:
-            self.append(value)
-
     def __len__(self) -> int:
         return len(self._text)
 
-    @overload
-    def __getitem__(self, i: int) -> dict[str, Any] | None: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[dict[str, Any] | None]: ...
-
-    def __getitem__(self, i: int | slice) -> dict[str, Any] | None | list[dict[str, Any] | None]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def _item(self, i: int) -> dict[str, Any] | None:
         text = self._text[i]
         return None if text is None else dict(json.loads(text))
-
-    def __iter__(self) -> Iterator[dict[str, Any] | None]:
-        return (None if t is None else dict(json.loads(t)) for t in self._text)
-
-    def tolist(self) -> list[dict[str, Any] | None]:
-        return list(self)
 
     def clause_mask(self, clause: Clause) -> np.ndarray:
         """Rows whose metadata passes a `meta.NAME` clause (decodes only items with metadata)."""
@@ -255,10 +237,3 @@ def clause_mask(
         return metas.clause_mask(clause)
     column: TextColumn | LabelColumn = labels if clause.field == "label" else paths
     return column.match_mask(str(clause.value), prefix=clause.op == "^=")
-
-
-def _checked(i: int, n: int) -> int:
-    i = int(i)
-    if not -n <= i < n:
-        raise IndexError(f"item {i} out of range: the column holds {n} items")
-    return i % n
