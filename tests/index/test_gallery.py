@@ -172,10 +172,12 @@ WRITER = textwrap.dedent(
         x = np.random.default_rng([b, ord(tag[0])]).standard_normal((5, 16))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         ids = gallery.add(x, [{"path": f"{tag}{b}/{j}"} for j in range(5)])
-        print("add", b, *ids, flush=True)
+        # One string per line: with PYTHONUNBUFFERED, print would write its pieces one by one,
+        # and a kill could cut a line after "add".
+        print(" ".join(map(str, ["add", b, *ids])), flush=True)
         if previous is not None and b % 3 == 0:
             gallery.remove([previous[0]])
-            print("remove", previous[0], flush=True)
+            print(f"remove {previous[0]}", flush=True)
         previous = ids
     """
 )
@@ -235,7 +237,10 @@ def test_a_writer_killed_midway_loses_nothing_acknowledged(tmp_path: Path, after
     time.sleep(0.003 * after_acks)  # the kill lands at different points of the next write
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    lines += child.stdout.read().splitlines()  # acknowledged before the kill, still buffered
+    # Acknowledged before the kill, still buffered; a line the kill cut short (no newline) was
+    # not acknowledged.
+    lines += child.stdout.read().splitlines(keepends=True)
+    lines = [ln for ln in lines if ln.endswith("\n")]
     gallery = Gallery(folder)
     acked, batches = check_acknowledged(gallery, "k", [ln for ln in lines if ln.strip()])
     # The write in flight is there whole or not at all.
@@ -468,3 +473,43 @@ def test_the_filter_masks_kept_are_bounded(tmp_path: Path) -> None:
     assert_same_ranking(
         gallery.search(queries, 10, "path^=shop0/"), reference(matching, queries, 10)
     )
+
+
+def test_searches_run_side_by_side_and_a_write_waits_for_them(tmp_path: Path) -> None:
+    """Two searches are inside faiss at once (a barrier they and the test must all reach); a
+    write started meanwhile waits until both are done, and the next search sees it."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = tmp_path / "idx"
+    x = build_folder(folder, n=50)
+    gallery = Gallery(folder)
+    inside = threading.Barrier(3, timeout=20)
+    go = threading.Event()
+    search = gallery._index.search
+    events: list[str] = []
+
+    def both_inside(*args: object, **kwargs: object) -> object:
+        inside.wait()  # BrokenBarrierError if the other search could not get in
+        go.wait(20)
+        events.append("searched")
+        return search(*args, **kwargs)  # type: ignore[arg-type]
+
+    def write() -> list[int]:
+        ids = gallery.add(unit(1, seed=7), [{"path": "late"}])
+        events.append("wrote")
+        return ids
+
+    gallery._index.search = both_inside  # type: ignore[method-assign]
+    with ThreadPoolExecutor(3) as pool:
+        found = [pool.submit(gallery.search, x[i : i + 1], 1) for i in range(2)]
+        inside.wait()  # both searches hold the read lock now
+        wrote = pool.submit(write)
+        time.sleep(0.3)
+        assert not wrote.done()  # the write waits for the searches
+        go.set()
+        assert [f.result()[1][0, 0] for f in found] == [0, 1]
+        (new_id,) = wrote.result()
+    assert events == ["searched", "searched", "wrote"]
+    gallery._index.search = search  # type: ignore[method-assign]
+    assert gallery.search(unit(1, seed=7), 1)[1][0, 0] == new_id

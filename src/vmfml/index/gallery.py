@@ -12,8 +12,9 @@ committed (`PRAGMA data_version`, no disk read) and applies the new rows, and ch
 folder was rebuilt (meta.json replaced), then reloads it. So a server holding the gallery sees
 `vmfml index add/remove` by the next search.
 
-Thread safety: one lock serialises the calls of a `Gallery` (faiss searches of one process run
-one at a time; each uses faiss's own threads).
+Thread safety: searches and reads share a read-write lock (`index.rwlock.ReadWriteLock`), so a
+server's searches run side by side (faiss's CPU searches may); a write, a compaction or
+applying another process's writes holds it alone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from vmfml.files import file_digest
+from vmfml.index.rwlock import ReadWriteLock
 from vmfml.index.search_index import SearchIndex
 from vmfml.index.store import Hit, Item, Where, checked_additions
 from vmfml.index.where import Clause, parse_where
@@ -69,7 +71,11 @@ class Gallery:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self._lock = threading.RLock()
+        self._rw = ReadWriteLock()
+        # Under a shared read lock: one thread at a time asks the write log whether another
+        # process wrote (its SQLite connection), and updates the filter masks' cache.
+        self._check = threading.Lock()
+        self._masks_lock = threading.Lock()
         self._log: WriteLog | None = None
         self._load()
 
@@ -128,6 +134,28 @@ class Gallery:
             self._masks.clear()
         self._seq = tail.seq
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Shared access to the gallery with every write made so far applied: another process's
+        writes, or a rebuilt folder, are applied first under the write lock."""
+        while True:
+            with self._rw.read():
+                with self._check:
+                    stale = self._stale()
+                if not stale:
+                    yield
+                    return
+            with self._rw.write():
+                self._refresh()
+
+    def _stale(self) -> bool:
+        """Whether the folder was rebuilt or the log holds writes not applied here yet."""
+        if _stamp(self.directory) != self._stamp:
+            return True
+        if self._log is None:
+            return (self.directory / LOG_FILE).is_file()
+        return self._log.data_version() != self._version
+
     def _refresh(self) -> None:
         """See other processes' writes, and a rebuilt folder."""
         if _stamp(self.directory) != self._stamp:
@@ -163,7 +191,7 @@ class Gallery:
     ) -> list[int]:
         """Store unit rows `[M, D]` and their items; returns their new ids (on disk already)."""
         x, checked = checked_additions(vectors, items, self.dim)
-        with self._lock:
+        with self._rw.write():
             ids = self._retrying(lambda log: log.add(x, checked))
             self._follow_own()
             return ids
@@ -174,7 +202,7 @@ class Gallery:
         wanted = sorted({int(i) for i in ids})
         if not wanted:
             return []
-        with self._lock:
+        with self._rw.write():
 
             def in_build(i: int) -> bool:
                 row = self._index.row_of(i)
@@ -193,7 +221,7 @@ class Gallery:
         """Rebuild the folder from the live items, keeping their ids, kind and options; the
         write log starts empty. Writers wait meanwhile; those that waited write to the new
         folder."""
-        with self._lock:
+        with self._rw.write():
             for _ in range(3):
                 try:
                     with self._writing() as log, log.locked(self._seq) as tail:
@@ -229,22 +257,27 @@ class Gallery:
         """`(scores [Q, k], ids [Q, k])` among the live items that pass `where` (ANDed clauses,
         see `vmfml.index.where`); exact on flat: min(k, matches) hits."""
         clauses = parse_where(where)
-        with self._lock:
-            self._refresh()
-            rows = self._allowed(clauses)
-            if rows is not None and not rows.any():
-                q = np.asarray(queries)
-                return (
-                    np.full((len(q), k), -np.inf, dtype=np.float32),
-                    np.full((len(q), k), -1, dtype=np.int64),
-                )
-            return self._index.search(queries, k, rows=rows)
+        with self._reading():
+            return self._search(queries, k, clauses)
+
+    def _search(
+        self, queries: np.ndarray | torch.Tensor, k: int, clauses: tuple[Clause, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._allowed(clauses)
+        if rows is not None and not rows.any():
+            q = np.asarray(queries)
+            return (
+                np.full((len(q), k), -np.inf, dtype=np.float32),
+                np.full((len(q), k), -1, dtype=np.int64),
+            )
+        return self._index.search(queries, k, rows=rows)
 
     def hits(
         self, queries: np.ndarray | torch.Tensor, k: int, where: Where = None
     ) -> list[list[Hit]]:
-        with self._lock:
-            scores, ids = self.search(queries, k, where)
+        clauses = parse_where(where)
+        with self._reading():
+            scores, ids = self._search(queries, k, clauses)
             out: list[list[Hit]] = []
             for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
                 row: list[Hit] = []
@@ -259,30 +292,34 @@ class Gallery:
         """The rows a search may return (None: all of them)."""
         rows = None if self._live.all() else self._live
         for clause in clauses:
-            mask = self._masks.get(clause)
+            with self._masks_lock:
+                mask = self._masks.get(clause)
+                if mask is not None:
+                    self._masks.move_to_end(clause)
             if mask is None:
                 mask = self._index.mask(clause)
-                self._masks[clause] = mask
-                while len(self._masks) > MAX_CACHED_MASKS:
-                    self._masks.popitem(last=False)  # the least recently used
-            else:
-                self._masks.move_to_end(clause)
+                with self._masks_lock:
+                    self._masks[clause] = mask
+                    while len(self._masks) > MAX_CACHED_MASKS:
+                        self._masks.popitem(last=False)  # the least recently used
             rows = mask if rows is None else rows & mask
         return rows
 
     def get(self, item_id: int) -> Item | None:
-        with self._lock:
-            self._refresh()
-            row = self._index.row_of(int(item_id))
-            return None if row is None or not self._live[row] else self._item(row)
+        with self._reading():
+            return self._get(item_id)
+
+    def _get(self, item_id: int) -> Item | None:
+        row = self._index.row_of(int(item_id))
+        return None if row is None or not self._live[row] else self._item(row)
 
     def _item(self, row: int | None) -> Item:
         assert row is not None
         return self._index.items[row]  # type: ignore[return-value]
 
     def reconstruct(self, item_id: int) -> np.ndarray:
-        with self._lock:
-            if self.get(item_id) is None:
+        with self._reading():
+            if self._get(item_id) is None:
                 raise IndexError(f"no item with id {item_id} in the gallery {self.directory}")
             return self._index.reconstruct(int(item_id))
 
@@ -292,11 +329,11 @@ class Gallery:
         ef_search: int | None = None,
         refine_factor: int | None = None,
     ) -> None:
-        with self._lock:
+        with self._rw.write():
             self._index.set_search_params(nprobe, ef_search, refine_factor)
 
     def close(self) -> None:
-        with self._lock:
+        with self._rw.write():
             if self._log is not None:
                 self._log.close()
                 self._log = None
@@ -304,14 +341,12 @@ class Gallery:
     # ---- properties --------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        with self._lock:
-            self._refresh()
+        with self._reading():
             return int(self._live.sum())
 
     @property
     def items(self) -> LiveItems:
-        with self._lock:
-            self._refresh()
+        with self._reading():
             return LiveItems(self._index, np.flatnonzero(self._live))
 
     @property
@@ -333,8 +368,7 @@ class Gallery:
     @property
     def pending_writes(self) -> int:
         """Rows added and removed since the last build (what `compact` would fold in)."""
-        with self._lock:
-            self._refresh()
+        with self._reading(), self._check:
             return 0 if self._log is None else self._log.pending()
 
     def __repr__(self) -> str:

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -170,6 +171,8 @@ class SearchIndex:
         self._stored: np.ndarray | None = None
         self._added = np.empty((0, faiss_index.d), dtype=np.float32)
         self._direct_map = False
+        # Concurrent searches (a gallery's read lock) may both find the direct map missing.
+        self._direct_map_lock = threading.Lock()
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -414,9 +417,8 @@ class SearchIndex:
         keeps them on disk, the other kinds store them whole)."""
         if self.kind == "ivfpq":
             return self._vectors(rows)
-        if self.kind == "ivf" and not self._direct_map:
-            faiss.extract_index_ivf(self.index).make_direct_map()
-            self._direct_map = True
+        if self.kind == "ivf":
+            self._make_direct_map()
         return np.asarray(self.index.reconstruct_batch(rows.astype(np.int64)), dtype=np.float32)
 
     def _params(self, selector: Any) -> Any:
@@ -473,11 +475,16 @@ class SearchIndex:
             raise IndexError(f"no item with id {i}: the index holds {len(self)} items")
         if self.kind == "ivfpq":
             return self._vectors(np.array([row]))[0]
-        if self.kind == "ivf" and not self._direct_map:
-            # IVF lists are not addressable by row until a direct map (8 bytes per item) exists.
-            faiss.extract_index_ivf(self.index).make_direct_map()
-            self._direct_map = True
+        if self.kind == "ivf":
+            self._make_direct_map()
         return np.asarray(self.index.reconstruct(int(row)), dtype=np.float32)
+
+    def _make_direct_map(self) -> None:
+        """IVF lists are not addressable by row until a direct map (8 bytes per item) exists."""
+        with self._direct_map_lock:
+            if not self._direct_map:
+                faiss.extract_index_ivf(self.index).make_direct_map()
+                self._direct_map = True
 
     def set_search_params(
         self,
