@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,17 +52,12 @@ def methods() -> dict[str, dict[str, Any]]:
 
 
 def git_state() -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return {"git_commit": commit, "git_dirty": bool(dirty)}
+    """The commit and whether the code had uncommitted changes (the results folders' records
+    do not count: `vmfml.bench.runner.git_commit`)."""
+    from vmfml.bench.runner import git_commit
+
+    commit, dirty = git_commit(ignore=RECORDS.parent)
+    return {"git_commit": commit, "git_dirty": dirty}
 
 
 def read_records() -> list[dict[str, Any]]:

@@ -236,9 +236,11 @@ def test_the_tracked_results_folder_does_not_make_the_code_dirty(tmp_path: Path)
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
 
     git("init", "-q")
-    results = tmp_path / "benchmarks" / "results"
-    results.mkdir(parents=True)
-    (results / "results.jsonl").write_text("{}\n")
+    results = tmp_path / "my-results"  # a user's tracked results folder
+    tables = [tmp_path / "benchmarks" / "results" / name for name in ("cpu-a", "cpu-b")]
+    for folder in [results, *tables]:
+        folder.mkdir(parents=True)
+        (folder / "results.jsonl").write_text("{}\n")
     (tmp_path / "code.py").write_text("x = 1\n")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
@@ -247,6 +249,12 @@ def test_the_tracked_results_folder_does_not_make_the_code_dirty(tmp_path: Path)
     commit, dirty = git_commit(ignore=results, repo=tmp_path)
     assert len(commit) == 40 and dirty is False
     assert git_commit(repo=tmp_path)[1] is True  # without `ignore` it counts
+    # The project's own results folders never count: a rerun of cpu-b while cpu-a holds new
+    # records of another rerun is made on clean code.
+    (results / "results.jsonl").write_text("{}\n")
+    (tables[0] / "results.jsonl").write_text("{}\n{}\n")
+    assert git_commit(ignore=tables[1], repo=tmp_path)[1] is False
+    assert git_commit(repo=tmp_path)[1] is False
     (tmp_path / "code.py").write_text("x = 2\n")  # the code changed
     assert git_commit(ignore=results, repo=tmp_path)[1] is True
 

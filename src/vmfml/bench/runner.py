@@ -40,6 +40,8 @@ from vmfml.bench.profiles import RunSpec
 
 RESULTS_FILE = "results.jsonl"
 FINAL_STATUSES = ("ok", "diverged")
+# The repository's results folders (records are data, not code: see `git_commit`).
+TRACKED_RESULTS = "benchmarks/results/"
 DEFAULT_TRAIN_FN = "vmfml.train.loop:train"
 
 
@@ -245,7 +247,9 @@ def git_commit(
     the tree is not a git checkout (a copy on another machine).
 
     Changes under `ignore` do not count: the benchmark's own results folder, when it is tracked,
-    changes with every record and says nothing about the code that made them.
+    changes with every record and says nothing about the code that made them. Nor do changes
+    under the repository's `benchmarks/results/`, where every results folder of the project
+    lives (a rerun of one table must not count another table's new records as code).
     """
     repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[3]
     try:
@@ -266,6 +270,7 @@ def git_commit(
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("VMFML_GIT_COMMIT", "unknown"), None
     changed = [line[3:].split(" -> ")[-1] for line in status.splitlines() if line.strip()]
+    changed = [path for path in changed if not path.startswith(TRACKED_RESULTS)]
     if ignore is not None:
         try:
             skip = Path(ignore).resolve().relative_to(repo.resolve()).as_posix() + "/"
