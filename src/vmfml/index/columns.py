@@ -119,6 +119,12 @@ class TextColumn(_Column[str | None]):
         extra = 0 if self._ends is None else self._ends.itemsize * len(self._ends) + self._n
         return len(self._blob) + extra
 
+    def present(self) -> np.ndarray:
+        """Rows that hold a value (not None): a bool array."""
+        if self._null is None:
+            return np.zeros(self._n, dtype=bool)
+        return np.frombuffer(self._null, dtype=np.uint8) == 0
+
     def match_mask(self, text: str, prefix: bool) -> np.ndarray:
         """Rows whose value equals `text` (or, with `prefix`, starts with it): a bool array."""
         out = np.zeros(self._n, dtype=bool)
@@ -129,7 +135,7 @@ class TextColumn(_Column[str | None]):
         starts = np.concatenate([[0], ends[:-1]])
         lengths = ends - starts
         fits = lengths >= len(wanted) if prefix else lengths == len(wanted)
-        rows = np.flatnonzero(fits & (np.frombuffer(self._null, dtype=np.uint8) == 0))
+        rows = np.flatnonzero(fits & self.present())
         blob = np.frombuffer(self._blob, dtype=np.uint8)
         try:
             for j, byte in enumerate(wanted):  # narrow the candidates one byte at a time
@@ -219,10 +225,8 @@ class MetaColumn(_Column[dict[str, Any] | None]):
         """Rows whose metadata passes a `meta.NAME` clause (decodes only items with metadata)."""
         out = np.zeros(len(self), dtype=bool)
         text = self._text
-        if text._null is None:
-            return out
         key = f'"{clause.field[len("meta.") :]}"'
-        for row in np.flatnonzero(np.frombuffer(text._null, dtype=np.uint8) == 0).tolist():
+        for row in np.flatnonzero(text.present()).tolist():
             value = text[row]
             if value is not None and key in value:  # the key's exact JSON text: a cheap test
                 out[row] = clause.matches(None, None, json.loads(value))
