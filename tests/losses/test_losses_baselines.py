@@ -145,3 +145,68 @@ def test_registry_passes_options_through() -> None:
     assert create_loss("vmf_global", C, D).directions.needs_full_pass
     assert create_loss("triplet", C, D, margin=0.1).loss.margin == 0.1
     assert create_loss("arcface", C, D, scale=30.0).loss.scale == 30.0
+
+
+def _lifted_by_the_formula(x: torch.Tensor, labels: torch.Tensor, margin: float = 1.0):
+    """Oh Song et al. (CVPR 2016) eq. 4 by loops over the pairs, in the input's dtype."""
+    dist = torch.cdist(x, x)
+    n = len(labels)
+    terms = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if labels[i] != labels[j]:
+                continue
+            negatives = [margin - dist[a, k] for a in (i, j) for k in range(n)
+                         if labels[k] != labels[a]]  # fmt: skip
+            inside = torch.logsumexp(torch.stack(negatives), 0) + dist[i, j]
+            terms.append(torch.relu(inside) ** 2)
+    return torch.stack(terms).sum() / (2 * len(terms))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lifted_structure_matches_pml_and_the_papers_formula(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    n = 24
+    # Unequal classes and one singleton (negatives but no positive): labels 0-4, 5 once.
+    labels = torch.cat([torch.randint(0, 5, (n - 1,), generator=gen), torch.tensor([5])])
+    features = torch.randn(n, D, generator=gen, dtype=torch.float64)
+    x = F.normalize(features, dim=1)
+    ours = create_loss("lifted_structure", C + 2, D)
+    reference = pml_losses.LiftedStructureLoss(neg_margin=1.0, pos_margin=0.0)
+    got_x, want_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    got, want = ours(got_x, labels), reference(want_x, labels)
+    got.backward()
+    want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_x.grad, want_x.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got.detach(), _lifted_by_the_formula(x, labels))
+
+
+def test_lifted_structure_matches_pml_on_mined_and_edge_case_pairs() -> None:
+    gen = torch.Generator().manual_seed(3)
+    n = 12
+    x = F.normalize(torch.randn(n, D, generator=gen, dtype=torch.float64), dim=1)
+    labels = torch.arange(n) % 3
+    pos = [(i, j) for i in range(n) for j in range(n) if i != j and labels[i] == labels[j]]
+    neg = [(i, j) for i in range(n) for j in range(n) if labels[i] != labels[j]]
+    keep_pos = torch.randperm(len(pos), generator=gen)[:10]
+    # Negatives for anchors 0-5 only, so some positive pairs have negatives at one end, some at
+    # neither; a repeated negative pair counts twice, and a pair (i, i) takes its end's once.
+    keep_neg = [k for k, (a, _) in enumerate(neg) if a < 6] + [0, 0]
+    a1 = torch.tensor([pos[k][0] for k in keep_pos] + [2])
+    p = torch.tensor([pos[k][1] for k in keep_pos] + [2])
+    a2 = torch.tensor([neg[k][0] for k in keep_neg])
+    nn_ = torch.tensor([neg[k][1] for k in keep_neg])
+    from vmfml.losses.baselines import PairwiseLiftedStructureLoss
+
+    for tuples in [(a1, p, a2, nn_), (a1, p, a2[:0], nn_[:0])]:
+        ours = PairwiseLiftedStructureLoss(neg_margin=1.0, pos_margin=0.0)
+        reference = pml_losses.LiftedStructureLoss(neg_margin=1.0, pos_margin=0.0)
+        got_x, want_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        got, want = ours(got_x, labels, tuples), reference(want_x, labels, tuples)
+        assert torch.isfinite(got)
+        if got.requires_grad:
+            got.backward()
+            want.backward()
+            torch.testing.assert_close(got_x.grad, want_x.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

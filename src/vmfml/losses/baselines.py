@@ -13,6 +13,7 @@ applied through `param_groups`, vmfml.losses.base).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import distances, losses, miners, regularizers
 from pytorch_metric_learning.losses import BaseMetricLossFunction
@@ -26,6 +27,7 @@ from .base import BaseLoss, check_batch, check_rows, refuse_unusable
 __all__ = [
     "PMLClassifierLoss",
     "PMLLoss",
+    "PairwiseLiftedStructureLoss",
     "SoftmaxCrossEntropyLoss",
     "arcface_loss",
     "contrastive_loss",
@@ -194,15 +196,59 @@ def contrastive_loss(
     return PMLLoss(loss, num_classes, embed_dim)
 
 
+class PairwiseLiftedStructureLoss(losses.LiftedStructureLoss):
+    """PML's LiftedStructureLoss, computed in memory linear in the number of pairs.
+
+    PML builds a [positive pairs x negative pairs] mask to find the negatives of each positive
+    pair's two ends: about B^3 / C entries for a batch of B images of C classes (1.5 GB and
+    about 67 s a step at B = 256 on 2 CPU cores; 17x softmax's step at B = 128, BENCHMARKS.md
+    5.6). The negatives of the pair (i, j) are those of anchor i and those of anchor j, so the
+    log-sum-exp over them is logaddexp(L_i, L_j), where L_a is the log-sum-exp over anchor a's
+    own negative pairs: one pass over the negative pairs and one over the positive pairs. Same
+    loss and gradients as PML's (tested against it in float64), pairs from a miner included.
+    """
+
+    def _compute_loss(
+        self, pos_pairs: Tensor, neg_pairs: Tensor, indices_tuple: tuple[Tensor, ...]
+    ) -> dict:
+        a1, p, a2, _ = indices_tuple
+        if len(a1) == 0 or len(a2) == 0:
+            return self.zero_losses()
+        remaining_neg = self.distance.margin(self.neg_margin, neg_pairs)
+        rows = int(torch.cat([a1, p, a2]).max()) + 1
+        # L_a = shift_a + log(sum exp(x - shift_a)) over anchor a's negative pairs; the shift
+        # (each anchor's largest term) only keeps exp in range, so it carries no gradient.
+        fill = torch.full((rows,), -torch.inf, dtype=remaining_neg.dtype, device=a2.device)
+        shift = fill.scatter_reduce(0, a2, remaining_neg.detach(), "amax")
+        has_neg = torch.isfinite(shift)
+        shift = torch.where(has_neg, shift, torch.zeros_like(shift))
+        sums = torch.zeros_like(shift).index_add(0, a2, torch.exp(remaining_neg - shift[a2]))
+        # Anchors without negatives get a finite stand-in far below any term (exp of it is 0),
+        # so that no -inf (and no NaN gradient) enters logaddexp.
+        floor = torch.finfo(shift.dtype).min / 4
+        lse = torch.where(has_neg, shift + torch.log(torch.where(has_neg, sums, 1.0)), floor)
+        # PML takes the union of the two ends' negative pairs: a pair (i, i) has them once.
+        union = torch.where(a1 == p, lse[a1], torch.logaddexp(lse[a1], lse[p]))
+        # ... and a positive pair none of whose ends has a negative gets 0, as in PML.
+        neg_pairs_loss = torch.where(has_neg[a1] | has_neg[p], union, 0.0).unsqueeze(1)
+        remaining_pos = self.distance.margin(pos_pairs.unsqueeze(1), self.pos_margin)
+        # Each positive pair is counted in both orders, hence the halving (as in PML).
+        loss_per_pos_pair = torch.relu(neg_pairs_loss + remaining_pos) ** 2 / 2
+        return {
+            "loss": {"losses": loss_per_pos_pair, "indices": (a1, p), "reduction_type": "pos_pair"}
+        }
+
+
 def lifted_structure_loss(
     num_classes: int, embed_dim: int, *, neg_margin: float = 1.0, pos_margin: float = 0.0
 ) -> PMLLoss:
     """Lifted structured embedding loss.
 
     Oh Song, Xiang, Jegelka and Savarese (CVPR 2016), eq. 4: smooth log-sum-exp over the
-    negatives of both ends of each positive pair, Euclidean distance, margin alpha = 1.
+    negatives of both ends of each positive pair, Euclidean distance, margin alpha = 1. PML's
+    loss, computed in linear memory (PairwiseLiftedStructureLoss).
     """
-    loss = losses.LiftedStructureLoss(neg_margin=neg_margin, pos_margin=pos_margin)
+    loss = PairwiseLiftedStructureLoss(neg_margin=neg_margin, pos_margin=pos_margin)
     return PMLLoss(loss, num_classes, embed_dim)
 
 
