@@ -405,8 +405,9 @@ PROFILES: dict[str, Profile] = {
         ablation_seeds=3,
     ),
     # Measured on the 2-core CPU machine with nothing else running: a small-CNN run of 15 epochs
-    # (9,000 training images, validation after each) takes 1-1.5 minutes (lifted structure 16-18:
-    # its loss is 17x softmax's step), EfficientNet-Lite0 trains at about 276 images/s, so a run
+    # (9,000 training images, validation after each) takes 1-1.5 minutes (lifted structure 16-18
+    # in pytorch-metric-learning's form, 17x softmax's step; vmfml's is far cheaper, BENCHMARKS.md
+    # 5.6), EfficientNet-Lite0 trains at about 276 images/s, so a run
     # of 6 epochs takes about 5 minutes; the small-CNN table (51 runs) took 1 h 55 min, the 8
     # tuning runs and 36 EfficientNet runs with trained BatchNorm 3.7 hours, the frozen-BN table
     # (40 runs, 4 of its 8 tuning runs being table runs) 3.35 hours: about 9 hours in all,
