@@ -200,8 +200,8 @@ class PairwiseLiftedStructureLoss(losses.LiftedStructureLoss):
     """PML's LiftedStructureLoss, computed in memory linear in the number of pairs.
 
     PML builds a [positive pairs x negative pairs] mask to find the negatives of each positive
-    pair's two ends: about B^3 / C entries for a batch of B images of C classes (1.5 GB and
-    about 67 s a step at B = 256 on 2 CPU cores; 17x softmax's step at B = 128, BENCHMARKS.md
+    pair's two ends: about B^3 / C entries for a batch of B images of C classes (372 million at B = 256,
+    1.5 GB a float32 copy, and about 67 s a step on 2 CPU cores; 17x softmax's step at B = 128, BENCHMARKS.md
     5.6). The negatives of the pair (i, j) are those of anchor i and those of anchor j, so the
     log-sum-exp over them is logaddexp(L_i, L_j), where L_a is the log-sum-exp over anchor a's
     own negative pairs: one pass over the negative pairs and one over the positive pairs. Same
